@@ -1,0 +1,52 @@
+# make setup   create .venv with everything (quick when nothing changed)
+# make demo    setup, `dvc repro` on the embedded Gemma 3 270M, then launch the app
+# make test    setup, then the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export WANDB_MODE ?= offline
+
+LLAMA_CPP_VERSION := 0.3.36
+PYTAG := $(shell $(PYTHON) -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+# llama-cpp-python is built from source with GGML_NATIVE=OFF (a native build crashes on this CPU).
+# pip would silently reuse any earlier wheel of the same version, so the wheel lives under our own key.
+LLAMA_WHEELS := $(HOME)/.cache/agent-loop/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-nonative-$(PYTAG)
+STAMP := $(VENV)/.setup-complete
+
+.PHONY: setup demo pipeline app test test-quick lab clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	@if ! ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
+	  echo "Building llama-cpp-python $(LLAMA_CPP_VERSION) from source (about 5-8 minutes, once per machine)"; \
+	  mkdir -p $(LLAMA_WHEELS) && \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip wheel -q --no-cache-dir --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(LLAMA_WHEELS); \
+	fi
+	$(BIN)/pip install -q --no-index --find-links $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/python -c "from agent_loop.serving import selfcheck; selfcheck()"
+	@touch $(STAMP)
+
+pipeline: setup
+	$(BIN)/dvc repro
+
+demo: pipeline
+	$(BIN)/python app.py
+
+app: setup
+	$(BIN)/python app.py
+
+test: setup
+	$(BIN)/pytest
+
+lab: setup
+	$(BIN)/jupyter lab
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,70 @@
+"""`python app.py` as users run it, driven through its Gradio API with gradio_client, with a model that really learned the format."""
+import json, shutil
+from pathlib import Path
+import pytest
+from conftest import AppProcess, make_project, run
+
+
+@pytest.fixture(scope="module")
+def app(trained_project):
+    a = AppProcess(trained_project).wait()
+    yield a
+    a.stop()
+
+
+def log_records(project: Path) -> list[dict]:
+    from agent_loop.interactions import read_jsonl
+    return [r for p in sorted((project / "data/interactions").glob("*.jsonl")) for r in read_jsonl(p)[0]]
+
+
+def test_calculator_question_gets_tool_call_result_and_answer(app, trained_project):
+    from gradio_client import Client
+    client = Client(app.url, verbose=False)
+    res = client.predict("What is 37 times 12?", "", api_name="/chat")
+    conv = res["conversation"]
+    calls = [c for m in conv if m["role"] == "assistant" for c in m.get("tool_calls") or []]
+    assert calls and calls[0]["name"] == "calculator", conv
+    tool = next(m for m in conv if m["role"] == "tool")
+    assert tool["content"] == "444", conv
+    assert conv[-1]["role"] == "assistant" and "error" not in conv[-1] and conv[-1]["content"], conv
+    fb = client.predict(res["turn_id"], "up", "", api_name="/feedback")
+    assert fb["turn_id"] == res["turn_id"]
+    records = log_records(trained_project)
+    turn = next(r for r in records if r.get("id") == res["turn_id"])
+    assert turn["model"]["sha256"] == json.loads((trained_project / "models/current.json").read_text())["sha256"]
+    assert [m["role"] for m in turn["messages"]] == [m["role"] for m in conv]
+    assert any(r["type"] == "feedback" and r["turn_id"] == res["turn_id"] and r["rating"] == "up" for r in records)
+
+
+def test_oversized_message_is_a_visible_logged_turn(app, trained_project):
+    from gradio_client import Client
+    before = len(log_records(trained_project))
+    res = Client(app.url, verbose=False).predict("x" * 5000, "", api_name="/chat")
+    assert res["new_messages"][-1]["error"] == "oversized" and "limit" in res["answer"]
+    after = log_records(trained_project)
+    assert len(after) == before + 1 and after[-1]["id"] == res["turn_id"]
+
+
+def test_bad_feedback_is_refused_clearly(app):
+    from gradio_client import Client
+    with pytest.raises(Exception, match="rating must be"):
+        Client(app.url, verbose=False).predict("some-turn", "meh", "", api_name="/feedback")
+
+
+def test_missing_model_exits_with_a_clear_message(tmp_path):
+    project = make_project(tmp_path / "p")
+    a = AppProcess(project)
+    assert a.proc.wait(120) != 0
+    assert "no promoted model" in a.proc.stdout.read()
+
+
+def test_corrupt_gguf_exits_with_a_clear_message_and_keeps_logs(trained_project, tmp_path):
+    project = tmp_path / "corrupt"
+    shutil.copytree(trained_project, project, ignore=shutil.ignore_patterns("*.gguf"))
+    current = json.loads((project / "models/current.json").read_text())
+    (project / current["gguf"]).write_bytes(b"GGUF" + b"\0" * 100)  # truncated
+    logs_before = sorted(p.read_bytes() for p in (project / "data/interactions").glob("*.jsonl"))
+    a = AppProcess(project)
+    assert a.proc.wait(120) != 0
+    assert "was changed or is corrupt" in a.proc.stdout.read()
+    assert sorted(p.read_bytes() for p in (project / "data/interactions").glob("*.jsonl")) == logs_before
