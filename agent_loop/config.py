@@ -45,7 +45,7 @@ class DataParams:
 @dataclass
 class ModelParams:
     base: str = _opt("embedded:gemma3-270m", help="embedded:<name>, a Hugging Face id or a local checkpoint folder")
-    max_length: int = _opt(384, _positive, "tokens per training example; longer ones are dropped")
+    max_length: int = _opt(512, _positive, "tokens per training example; longer ones are dropped")
 
 @dataclass
 class TrainParams:
@@ -62,6 +62,7 @@ class TrainParams:
     lora_dropout: float = _opt(0.05, _fraction)
     target_modules: str = _opt("all-linear", help="all-linear or a comma-separated list of module names")
     load_in_4bit: str = _opt("auto", _choices("auto", "yes", "no"), "QLoRA on CUDA; always off on CPU")
+    precision: str = _opt("auto", _choices("auto", "bf16", "fp32"), "auto: bf16 autocast where the CPU or GPU has bf16 units")
     log_every: int = _opt(5, _positive)
 
 @dataclass

@@ -79,11 +79,20 @@ _SMALL_TALK = {"Hi!": "Hello! I can do arithmetic, convert units, find the day o
                "Tell me a joke.": "Why did the scarecrow win an award? Because he was outstanding in his field.",
                "How are you?": "I'm doing well, thanks for asking. How can I help?", "Bye!": "Goodbye! Have a nice day."}
 _CAPITAL_ASK = ["What is the capital of {c}?", "Which city is the capital of {c}?", "Name the capital of {c}."]
+_OPPOSITES = {"hot": "cold", "big": "small", "fast": "slow", "light": "dark", "happy": "sad", "early": "late", "open": "closed",
+              "wet": "dry", "full": "empty", "hard": "soft", "loud": "quiet", "up": "down", "rich": "poor", "old": "young"}
+_COLORS = {"the sky on a clear day": "blue", "grass": "green", "fresh snow": "white", "a ripe banana": "yellow", "coal": "black", "a ripe tomato": "red"}
 
 def _chat_task(rng):
-    if rng.random() < 0.6:
-        c = rng.choice(list(_CAPITALS)); return rng.choice(_CAPITAL_ASK).format(c=c), [], lambda r: f"The capital of {c} is {_CAPITALS[c]}."
-    q = rng.choice(list(_SMALL_TALK)); return q, [], lambda r: _SMALL_TALK[q]
+    r = rng.random()
+    if r < 0.45:
+        c = rng.choice(list(_CAPITALS)); return rng.choice(_CAPITAL_ASK).format(c=c), [], lambda _: f"The capital of {c} is {_CAPITALS[c]}."
+    if r < 0.65:
+        w = rng.choice(list(_OPPOSITES)); ask = rng.choice(["What is the opposite of {w}?", "Give me the antonym of {w}."]).format(w=w)
+        return ask, [], lambda _: f"The opposite of {w} is {_OPPOSITES[w]}."
+    if r < 0.8:
+        t = rng.choice(list(_COLORS)); return rng.choice(["What color is {t}?", "Which colour is {t}?"]).format(t=t), [], lambda _: f"{t[0].upper()}{t[1:]} is {_COLORS[t]}."
+    q = rng.choice(list(_SMALL_TALK)); return q, [], lambda _: _SMALL_TALK[q]
 
 TASK_KINDS = {"calculator": (_calc_task, 0.30), "convert_units": (_convert_task, 0.18), "weekday": (_weekday_task, 0.14),
               "count_letter": (_count_task, 0.12), "multi": (_multi_task, 0.08), "no_tool": (_chat_task, 0.18)}

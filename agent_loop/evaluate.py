@@ -71,10 +71,10 @@ def summarize(rows: list[dict]) -> dict:
 # %% ../nbs/10_evaluate.ipynb #c008
 def evaluate_model(backend, cases: list[dict], max_new_tokens: int = 64, progress: bool = True, desc: str = "evaluate") -> tuple[dict, list[dict]]:
     "Metrics and per-case rows for `backend` on `cases`, decoding greedily."
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
     tools = tool_schemas()
     rows, tokens, seconds = [], 0, 0.0
-    for case in tqdm(cases, desc=desc, disable=not progress):
+    for case in tqdm(cases, desc=desc, disable=not progress, mininterval=5):
         try: out = backend.complete(render(case["prompt"], tools), max_new_tokens); text = out.text; tokens += out.tokens; seconds += out.seconds
         except Exception as e: text = f"<backend error: {e}>"
         rows.append(score_case(case, text, tools))

@@ -19,10 +19,8 @@ __all__ = ['START', 'END', 'CALL_OPEN', 'CALL_CLOSE', 'RESULT_OPEN', 'RESULT_CLO
 START, END = "<start_of_turn>", "<end_of_turn>"
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 RESULT_OPEN, RESULT_CLOSE = "<tool_result>", "</tool_result>"
-PREAMBLE = ("You are a helpful assistant that can call tools. To call a tool, reply only with one line per call:\n"
-            f'{CALL_OPEN}{{"name": <tool name>, "arguments": {{<arguments>}}}}{CALL_CLOSE}\n'
-            "Tool results come back to you; then answer the user briefly. If no tool is needed, answer directly.\n"
-            "Tools:")
+PREAMBLE = (f'You can call tools. To call one, reply with {CALL_OPEN}{{"name": ..., "arguments": {{...}}}}{CALL_CLOSE}, one line per call; '
+            "you then get the results. Answer briefly; if no tool fits, answer directly.\nTools:")
 
 # %% ../nbs/01_format.ipynb #c007
 def signature(tool: dict) -> str:
@@ -31,7 +29,8 @@ def signature(tool: dict) -> str:
     required = set(tool["parameters"].get("required", []))
     args = []
     for name, spec in props.items():
-        kind = "|".join(json.dumps(v) for v in spec["enum"]) if "enum" in spec else spec.get("type", "any")
+        # short enums are spelled out; long ones belong in the tool's description, once
+        kind = "|".join(json.dumps(v) for v in spec["enum"]) if len(spec.get("enum", [])) <= 4 and "enum" in spec else spec.get("type", "any")
         args.append(f"{name}{'' if name in required else '?'}: {kind}")
     return f"- {tool['name']}({', '.join(args)}): {tool['description']}"
 

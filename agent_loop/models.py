@@ -131,14 +131,19 @@ def convert_to_gguf(hf_dir: Path, out: Path, outtype: str = "f16") -> Path:
         raise RuntimeError(f"convert-hf-to-gguf failed ({res.returncode}):\n{res.stderr[-2000:]}")
     return Path(out)
 
+_QUANTIZE = ("import ctypes, sys, llama_cpp\n"
+             "qp = llama_cpp.llama_model_quantize_default_params()\n"
+             "qp.ftype, qp.nthread = int(sys.argv[3]), int(sys.argv[4])\n"
+             "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(qp)))")
+
 def quantize_gguf(src: Path, dst: Path, qtype: str = "Q4_K_M", threads: int = 0) -> Path:
     "Quantise an f16/f32 GGUF to `qtype` with llama.cpp (re-quantising an already quantised file is refused)."
-    import ctypes, llama_cpp
+    import subprocess, sys, llama_cpp
     if qtype.upper() == "F16": shutil.copyfile(src, dst); return Path(dst)
     ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype.upper()}", None)
     if ftype is None: raise ValueError(f"unknown quantisation type {qtype!r}")
-    qp = llama_cpp.llama_model_quantize_default_params()
-    qp.ftype, qp.nthread = ftype, threads or os.cpu_count()
-    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(qp)) != 0 or not Path(dst).exists():
-        raise RuntimeError(f"llama.cpp could not quantise {src} to {qtype}")
+    # in a child process: llama.cpp prints a line per tensor straight to the C-level stderr
+    res = subprocess.run([sys.executable, "-c", _QUANTIZE, str(src), str(dst), str(ftype), str(threads or os.cpu_count())], capture_output=True, text=True)
+    if res.returncode != 0 or not Path(dst).exists():
+        raise RuntimeError(f"llama.cpp could not quantise {src} to {qtype}:\n{res.stderr[-2000:]}")
     return Path(dst)

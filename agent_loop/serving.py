@@ -14,7 +14,7 @@ from .registry import ModelFileError, check_gguf
 from .tools import DEFAULT_TOOLS, Tool, run_tool, tool_schemas
 
 # %% auto #0
-__all__ = ['Completion', 'ContextOverflow', 'LlamaCppBackend', 'OllamaBackend', 'run_agent']
+__all__ = ['Completion', 'ContextOverflow', 'LlamaCppBackend', 'OllamaBackend', 'run_agent', 'selfcheck']
 
 # %% ../nbs/09_serving.ipynb #c005
 @dataclass
@@ -45,11 +45,17 @@ class LlamaCppBackend:
             out = self.llm.create_completion(ids, max_tokens=max_tokens, temperature=0.0, stop=[END])
         return Completion(out["choices"][0]["text"], out["usage"]["completion_tokens"], time.time() - t0)
 
+    def close(self):
+        "Free the model now rather than at interpreter exit."
+        with self.lock: self.llm.close()
+
 class OllamaBackend:
     "A model on an Ollama server, prompted raw in the project's own format."
     def __init__(self, model: str, host: str = "http://127.0.0.1:11434"):
         import ollama
         self.model, self.client = model, ollama.Client(host=host)
+
+    def close(self): pass
 
     def complete(self, prompt: str, max_tokens: int = 128) -> Completion:
         t0 = time.time()
@@ -76,3 +82,14 @@ def run_agent(messages: list[dict], backend, tools: list[Tool] = DEFAULT_TOOLS, 
         new.append({"role": "assistant", "content": f"⚠️ No answer after {max_steps} tool rounds.", "error": "max_steps"})
     stats["tokens_per_s"] = round(stats["tokens"] / stats["seconds"], 1) if stats["seconds"] else 0.0
     return new, stats
+
+# %% ../nbs/09_serving.ipynb #c016
+def selfcheck() -> str:
+    "Load the embedded GGUF with llama.cpp and generate one token; raise if anything fails."
+    from agent_loop.models import embedded_gguf
+    gguf, sha = embedded_gguf()
+    backend = LlamaCppBackend(gguf, sha, context_length=256)
+    out = backend.complete("<start_of_turn>user\nHello<end_of_turn>\n<start_of_turn>model\n", max_tokens=1)
+    backend.close()
+    msg = f"llama.cpp OK: {gguf.name} generated {out.tokens} token in {out.seconds:.2f}s"
+    print(msg); return msg

@@ -97,7 +97,7 @@ def count_letter(text: str, letter: str) -> str:
 DEFAULT_TOOLS = [
     Tool("calculator", "Evaluate an arithmetic expression (+ - * / ** and parentheses).",
          _object(expression={"type": "string", "minLength": 1, "maxLength": 200}), calculate),
-    Tool("convert_units", "Convert a quantity between units of length, mass, volume or temperature.",
+    Tool("convert_units", f"Convert a quantity between units ({', '.join(_UNITS)}).",
          _object(value={"type": "number"}, from_unit={"type": "string", "enum": list(_UNITS)}, to_unit={"type": "string", "enum": list(_UNITS)}), convert_units),
     Tool("weekday", "Day of the week of a date given as YYYY-MM-DD.",
          _object(date={"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"}), weekday),

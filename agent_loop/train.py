@@ -6,7 +6,7 @@ Docs: https://github.com/agent-loop/agent-loop/train.html.md"""
 
 # %% ../nbs/08_train.ipynb #c003
 from __future__ import annotations
-import json, math, random, time
+import contextlib, json, math, random, time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,8 @@ from .format import render_segments
 from .tools import tool_schemas
 
 # %% auto #0
-__all__ = ['tokenize_example', 'supervised_loss', 'collate', 'batches', 'lora_model', 'evaluate_loss', 'train_lora']
+__all__ = ['tokenize_example', 'supervised_loss', 'collate', 'batches', 'lora_model', 'mixed_precision', 'evaluate_loss',
+           'train_lora']
 
 # %% ../nbs/08_train.ipynb #c005
 def tokenize_example(messages: list[dict], tokenizer, tools: list[dict], max_length: int) -> dict | None:
@@ -81,13 +82,22 @@ def lora_model(base, tp):
     return get_peft_model(model, cfg), tok
 
 # %% ../nbs/08_train.ipynb #c015
+def mixed_precision(choice: str = "auto") -> str:
+    "Accelerate's `mixed_precision` for `train.precision`: 'bf16' or 'no'."
+    if choice == "fp32": return "no"
+    if choice == "bf16": return "bf16"
+    if torch.cuda.is_available(): return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    try: return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+    except Exception: return "no"
+
+# %% ../nbs/08_train.ipynb #c018
 @torch.no_grad()
-def evaluate_loss(model, examples: list[dict], pad_id: int, batch_size: int = 8) -> float:
+def evaluate_loss(model, examples: list[dict], pad_id: int, batch_size: int = 8, autocast=contextlib.nullcontext) -> float:
     "Mean supervised loss over `examples`, weighted by labelled tokens."
     model.eval(); total, count = 0.0, 0
     for group in batches(examples, batch_size, seed=0):
         b = collate(group, pad_id)
-        loss, n = supervised_loss(model, b["input_ids"], b["attention_mask"], b["labels"])
+        with autocast(): loss, n = supervised_loss(model, b["input_ids"], b["attention_mask"], b["labels"])
         total += float(loss) * n; count += n
     model.train()
     return total / max(count, 1)
@@ -96,7 +106,7 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
     "Fine-tune LoRA adapters on `train_rows`, save them to `out_dir`; return metrics and the loss history."
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
     from transformers import get_linear_schedule_with_warmup
     tp, mp = params.train, params.model
     set_seed(tp.seed)
@@ -110,36 +120,37 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
     if not train_ex: raise ValueError(f"no training example fits model.max_length={mp.max_length}")
     steps_per_epoch = math.ceil(len(train_ex) / tp.batch_size)
     total = tp.max_steps or steps_per_epoch * tp.epochs
-    accelerator = Accelerator(gradient_accumulation_steps=tp.grad_accum, cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(gradient_accumulation_steps=tp.grad_accum, cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(tp.precision))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tp.lr, weight_decay=tp.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, tp.warmup_steps, total)
     model, opt, sched = accelerator.prepare(model, opt, sched)
-    val_before = evaluate_loss(model, val_ex, tok.pad_token_id) if val_ex else float("nan")
+    val_before = evaluate_loss(model, val_ex, tok.pad_token_id, autocast=accelerator.autocast) if val_ex else float("nan")
     history, step, tokens, sup_tokens, t0 = [], 0, 0, 0, time.time()
-    bar = tqdm(total=total, desc="train", disable=not progress)
+    bar = tqdm(total=total, desc="train", disable=not progress, mininterval=5)
     model.train()
     while step < total:
         for group in batches(train_ex, tp.batch_size, seed=tp.seed + step):
             if step >= total: break
             b = {k: v.to(accelerator.device) for k, v in collate(group, tok.pad_token_id).items()}
-            with accelerator.accumulate(model):
+            with accelerator.accumulate(model), accelerator.autocast():
                 loss, n = supervised_loss(model, b["input_ids"], b["attention_mask"], b["labels"])
                 accelerator.backward(loss); opt.step(); sched.step(); opt.zero_grad()
             step += 1; tokens += int(b["attention_mask"].sum()); sup_tokens += n
             rate = tokens / (time.time() - t0)
-            row = {"step": step, "loss": float(loss), "lr": sched.get_last_lr()[0], "tokens_per_s": rate}
+            loss = loss.item()
+            row = {"step": step, "loss": loss, "lr": sched.get_last_lr()[0], "tokens_per_s": rate}
             history.append(row)
             if run is not None and (step % tp.log_every == 0 or step == total): run.log(row, step=step)
-            bar.update(1); bar.set_postfix(loss=f"{float(loss):.3f}", tok_s=f"{rate:.0f}")
+            bar.update(1); bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", refresh=False)
     bar.close()
     seconds = time.time() - t0
-    val_after = evaluate_loss(model, val_ex, tok.pad_token_id) if val_ex else float("nan")
+    val_after = evaluate_loss(model, val_ex, tok.pad_token_id, autocast=accelerator.autocast) if val_ex else float("nan")
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     accelerator.unwrap_model(model).save_pretrained(out_dir)
     metrics = {"steps": step, "examples": len(train_ex), "dropped_too_long": dropped, "tokens": tokens, "supervised_tokens": sup_tokens,
                "seconds": round(seconds, 1), "tokens_per_s": round(tokens / seconds, 1), "final_loss": round(history[-1]["loss"], 4),
                "val_loss_before": round(val_before, 4), "val_loss_after": round(val_after, 4),
-               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad), "precision": mixed_precision(tp.precision)}
     (out_dir / "training.json").write_text(json.dumps({"base": {"name": base.name, "sha256": base.sha256}, "metrics": metrics}, indent=2) + "\n")
     if run is not None: run.summary.update(metrics)
     return {"metrics": metrics, "history": history}
