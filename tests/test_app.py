@@ -68,3 +68,10 @@ def test_corrupt_gguf_exits_with_a_clear_message_and_keeps_logs(trained_project,
     assert a.proc.wait(120) != 0
     assert "was changed or is corrupt" in a.proc.stdout.read()
     assert sorted(p.read_bytes() for p in (project / "data/interactions").glob("*.jsonl")) == logs_before
+
+
+def test_bad_setting_exits_with_a_clear_message(tmp_path):
+    project = make_project(tmp_path / "p")
+    a = AppProcess(project, env={"AGENT_LOOP_SERVING_BACKEND": "vllm"})
+    assert a.proc.wait(120) != 0
+    assert "serving.backend: must be one of llama_cpp, ollama" in a.proc.stdout.read()

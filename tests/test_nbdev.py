@@ -34,3 +34,10 @@ def test_pipeline_notebooks_keep_the_parameters_tag():
     for nb in sorted((ROOT / "nbs/pipeline").glob("*.ipynb")):
         tags = [t for c in json.loads(nb.read_text())["cells"] for t in c.get("metadata", {}).get("tags", [])]
         assert "parameters" in tags, nb.name
+
+
+def test_every_module_imports_on_its_own():
+    "Exported cells must not lean on names that only the notebook defines (test helpers, earlier cells)."
+    mods = sorted(p.stem for p in (ROOT / "agent_loop").glob("*.py") if not p.stem.startswith("_"))
+    code = "import importlib\n" + "".join(f"importlib.import_module('agent_loop.{m}')\n" for m in mods)
+    run([sys.executable, "-c", code], ROOT)

@@ -1,0 +1,39 @@
+"""The chat UI in a real headless Chromium (Debian's package): ask, see the tool call and the answer, rate it."""
+import shutil, time
+import pytest
+from conftest import AppProcess
+from test_app import log_records
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+
+
+@pytest.fixture(scope="module")
+def page(trained_project):
+    from playwright.sync_api import sync_playwright
+    app = AppProcess(trained_project).wait()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                                                                    "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        pg = browser.new_page()
+        pg.goto(app.url)
+        yield pg
+        browser.close()
+    app.stop()
+
+
+def test_chat_shows_tool_call_and_answer_and_logs_the_rating(page, trained_project):
+    page.get_by_placeholder("Ask something…").fill("What is 37 times 12?")
+    page.get_by_role("button", name="Send").click()
+    page.get_by_text("calculator(", exact=False).first.wait_for(timeout=120_000)
+    page.get_by_text("444", exact=False).last.wait_for(timeout=120_000)
+    page.get_by_text("turn `", exact=False).first.wait_for(timeout=60_000)
+    turn = next(r for r in reversed(log_records(trained_project)) if r["type"] == "turn")
+    assert "37 times 12" in turn["messages"][0]["content"]
+    page.get_by_role("button", name="Like").last.click()
+    page.get_by_text("Logged 👍", exact=False).wait_for(timeout=30_000)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if any(r["type"] == "feedback" and r["turn_id"] == turn["id"] and r["rating"] == "up" for r in log_records(trained_project)): return
+        time.sleep(0.2)
+    raise AssertionError("the 👍 was not logged against the turn")
