@@ -61,9 +61,9 @@ def _count_task(rng):
         lambda r: f"The letter {l} appears {r[0]} time{'s' if r[0] != '1' else ''} in {w}."
 
 def _multi_task(rng):
-    (q1, c1, _), (q2, c2, _) = _calc_task(rng), _convert_task(rng)
+    (q1, c1, a1), (q2, c2, a2) = _calc_task(rng), _convert_task(rng)
     ask = f"{q1.rstrip('?.')} and {q2[0].lower()}{q2[1:]}"
-    return ask, c1 + c2, lambda r: f"The first is {r[0]}, and the second is {r[1]}."
+    return ask, c1 + c2, lambda r: f"{a1(r[:1]).rstrip('.')}, and {a2(r[1:])}"
 
 _CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Spain": "Madrid", "Germany": "Berlin", "Canada": "Ottawa",
              "Egypt": "Cairo", "Kenya": "Nairobi", "Peru": "Lima", "Norway": "Oslo", "Poland": "Warsaw", "Greece": "Athens",
@@ -191,9 +191,12 @@ def split_examples(seed_tasks: list[dict], interactions: list[dict], val_fractio
     def to_row(ex): return {"id": ex["id"], "source": ex["source"], "kind": ex["kind"],
                             "prompt": next(m["content"] for m in ex["messages"] if m["role"] == "user"),
                             "messages": json.dumps(ex["messages"], ensure_ascii=False, sort_keys=True)}
+    def split(ds, test_size):
+        try: return ds.train_test_split(test_size=test_size, seed=seed, stratify_by_column="kind")
+        except ValueError: return ds.train_test_split(test_size=test_size, seed=seed)  # some kind too rare to stratify (tiny data sets)
     ds = Dataset.from_list([to_row(ex) for ex in seed_tasks]).class_encode_column("kind")
-    held = ds.train_test_split(test_size=val_fraction + test_fraction, seed=seed, stratify_by_column="kind")
-    val_test = held["test"].train_test_split(test_size=test_fraction / (val_fraction + test_fraction), seed=seed, stratify_by_column="kind")
+    held = split(ds, val_fraction + test_fraction)
+    val_test = split(held["test"], test_fraction / (val_fraction + test_fraction))
     splits = {"train": held["train"], "val": val_test["train"], "test": val_test["test"]}
     names = ds.features["kind"].names
     splits = {k: v.map(lambda r: {"kind_name": names[r["kind"]]}).remove_columns("kind").rename_column("kind_name", "kind") for k, v in splits.items()}

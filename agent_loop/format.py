@@ -19,8 +19,8 @@ __all__ = ['START', 'END', 'CALL_OPEN', 'CALL_CLOSE', 'RESULT_OPEN', 'RESULT_CLO
 START, END = "<start_of_turn>", "<end_of_turn>"
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 RESULT_OPEN, RESULT_CLOSE = "<tool_result>", "</tool_result>"
-PREAMBLE = (f'You can call tools. To call one, reply with {CALL_OPEN}{{"name": ..., "arguments": {{...}}}}{CALL_CLOSE}, one line per call; '
-            "you then get the results. Answer briefly; if no tool fits, answer directly.\nTools:")
+PREAMBLE = (f'Call tools with {CALL_OPEN}{{"name": ..., "arguments": {{...}}}}{CALL_CLOSE}, one line per call; '
+            "then answer briefly from the results. If no tool fits, answer directly.\nTools:")
 
 # %% ../nbs/01_format.ipynb #c007
 def signature(tool: dict) -> str:

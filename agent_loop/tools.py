@@ -95,13 +95,13 @@ def count_letter(text: str, letter: str) -> str:
 
 # %% ../nbs/02_tools.ipynb #c014
 DEFAULT_TOOLS = [
-    Tool("calculator", "Evaluate an arithmetic expression (+ - * / ** and parentheses).",
+    Tool("calculator", "Arithmetic with + - * / ** and parentheses.",
          _object(expression={"type": "string", "minLength": 1, "maxLength": 200}), calculate),
-    Tool("convert_units", f"Convert a quantity between units ({', '.join(_UNITS)}).",
+    Tool("convert_units", f"Convert between units: {' '.join(_UNITS)}.",
          _object(value={"type": "number"}, from_unit={"type": "string", "enum": list(_UNITS)}, to_unit={"type": "string", "enum": list(_UNITS)}), convert_units),
-    Tool("weekday", "Day of the week of a date given as YYYY-MM-DD.",
+    Tool("weekday", "Weekday of a YYYY-MM-DD date.",
          _object(date={"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"}), weekday),
-    Tool("count_letter", "Count how often a letter occurs in a text, ignoring case.",
+    Tool("count_letter", "Count a letter in a text.",
          _object(text={"type": "string", "maxLength": 1000}, letter={"type": "string", "minLength": 1, "maxLength": 1}), count_letter),
 ]
 

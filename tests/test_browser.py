@@ -27,7 +27,7 @@ def test_chat_shows_tool_call_and_answer_and_logs_the_rating(page, trained_proje
     page.get_by_role("button", name="Send").click()
     page.get_by_text("calculator(", exact=False).first.wait_for(timeout=120_000)
     page.get_by_text("444", exact=False).last.wait_for(timeout=120_000)
-    page.get_by_text("turn `", exact=False).first.wait_for(timeout=60_000)
+    page.get_by_text("tokens/s", exact=False).first.wait_for(timeout=60_000)
     turn = next(r for r in reversed(log_records(trained_project)) if r["type"] == "turn")
     assert "37 times 12" in turn["messages"][0]["content"]
     page.get_by_role("button", name="Like").last.click()
