@@ -16,7 +16,7 @@ from .serving import LlamaCppBackend, OllamaBackend, run_agent
 from .tools import DEFAULT_TOOLS
 
 # %% auto #0
-__all__ = ['load_backend', 'Agent', 'to_chat', 'build_app', 'create_app', 'launch']
+__all__ = ['load_backend', 'Agent', 'check_conversation', 'to_chat', 'build_app', 'create_app', 'launch']
 
 # %% ../nbs/12_app.ipynb #c005
 def load_backend(settings):
@@ -40,7 +40,7 @@ class Agent:
     def turn(self, message: str, conversation: list[dict] | None = None, session_id: str = "") -> dict:
         "Answer `message` after `conversation`; returns the turn id, the new messages, the whole conversation and stats."
         conversation = list(conversation or [])
-        message = message if isinstance(message, str) else str(message)
+        message = _text(message)
         if len(message) > self.max_message_chars:
             user = {"role": "user", "content": message[:self.max_message_chars], "truncated_from_chars": len(message)}
             new = [{"role": "assistant", "content": f"⚠️ Your message is {len(message):,} characters; the limit is {self.max_message_chars:,}. Please shorten it.", "error": "oversized"}]
@@ -51,11 +51,32 @@ class Agent:
             user = {"role": "user", "content": message}
             new, stats = run_agent(conversation + [user], self.backend, self.tools, self.max_steps, self.max_new_tokens)
         full = conversation + [user] + new
-        turn_id = self.log.log_turn(full, self.model_info, session_id, stats)
+        turn_id = self.log.log_turn(full, self.model_info, session_id, stats, turn_start=len(conversation))
         answer = new[-1]["content"] if new else ""
         return {"turn_id": turn_id, "answer": answer, "new_messages": [user] + new, "conversation": full, "stats": stats, "model": self.model_info}
 
-# %% ../nbs/12_app.ipynb #c009
+# %% ../nbs/12_app.ipynb #c008
+def _text(value) -> str:
+    "`value` as text that can always be encoded (lone surrogates replaced)."
+    return (value if isinstance(value, str) else str(value)).encode("utf-8", "replace").decode("utf-8")
+
+def check_conversation(conv, max_chars: int) -> list[dict]:
+    "A conversation sent by an API client, checked message by message; raises ValueError saying what is wrong."
+    if not isinstance(conv, list): raise ValueError("the conversation must be a JSON list of messages")
+    out = []
+    for i, m in enumerate(conv):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant", "tool"): raise ValueError(f"message {i}: role must be user, assistant or tool")
+        if not isinstance(m.get("content", ""), str): raise ValueError(f"message {i}: content must be text")
+        calls = m.get("tool_calls") or []
+        if m["role"] == "assistant" and not (isinstance(calls, list) and all(isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("arguments"), dict) for c in calls)):
+            raise ValueError(f"message {i}: tool_calls must be a list of {{name, arguments}} objects")
+        if m["role"] == "tool" and not isinstance(m.get("name"), str): raise ValueError(f"message {i}: a tool message needs the tool's name")
+        keep = {"user": ("role", "content"), "assistant": ("role", "content", "tool_calls"), "tool": ("role", "name", "content", "error")}[m["role"]]
+        out.append({k: (_text(m[k]) if isinstance(m[k], str) else m[k]) for k in keep if k in m})
+    if len(json.dumps(out)) > max_chars: raise ValueError(f"the conversation is longer than {max_chars:,} characters; start a new one")
+    return out
+
+# %% ../nbs/12_app.ipynb #c011
 def to_chat(messages: list[dict]) -> list[dict]:
     "Canonical messages as Gradio chat messages."
     out, pending = [], []
@@ -70,7 +91,7 @@ def to_chat(messages: list[dict]) -> list[dict]:
         elif m["role"] == "assistant": out.append({"role": "assistant", "content": m["content"]})
     return out
 
-# %% ../nbs/12_app.ipynb #c012
+# %% ../nbs/12_app.ipynb #c014
 def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
     "The Gradio app around `agent`."
     info = agent.model_info
@@ -100,9 +121,10 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
             idx = data.index if isinstance(data.index, int) else data.index[0]
             turn_id = turns[idx] if 0 <= idx < len(turns) else None
             if turn_id is None: return "Only the agent's replies can be rated."
-            rating = "up" if data.liked is True or data.liked == "Like" else "down"
+            # Gradio sends True/"Like", False/"Dislike", or an empty value when a rating is clicked off again
+            rating = "up" if data.liked in (True, "Like") else "down" if data.liked in (False, "Dislike") else "none"
             agent.log.log_feedback(turn_id, rating)
-            return f"Logged 👍 for turn `{turn_id[:8]}`" if rating == "up" else f"Logged 👎 for turn `{turn_id[:8]}`"
+            return {"up": "Logged 👍", "down": "Logged 👎", "none": "Rating withdrawn"}[rating] + f" for turn `{turn_id[:8]}`"
 
         outs = [box, chatbot, conversation, bubble_turns, session, status]
         box.submit(respond, [box, conversation, bubble_turns, session], outs, api_visibility="private")
@@ -112,13 +134,12 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
 
         def chat(message: str, conversation_json: str = "") -> dict:
             "Send `message` (after the conversation in `conversation_json`, a JSON list of messages); returns the turn."
-            try: conv = json.loads(conversation_json) if conversation_json else []
-            except json.JSONDecodeError as e: raise gr.Error(f"conversation_json is not valid JSON: {e.msg}")
-            if not isinstance(conv, list): raise gr.Error("conversation_json must be a JSON list of messages")
+            try: conv = check_conversation(json.loads(conversation_json) if conversation_json else [], 20 * agent.max_message_chars)
+            except (ValueError, RecursionError) as e: raise gr.Error(f"conversation_json: {e}")
             return agent.turn(message, conv, "api")
 
         def feedback(turn_id: str, rating: str, comment: str = "") -> dict:
-            "Rate turn `turn_id` `up` or `down`."
+            "Rate turn `turn_id` `up`, `down` or `none` (withdraw)."
             try: return {"feedback_id": agent.log.log_feedback(turn_id, rating, comment), "turn_id": turn_id, "rating": rating}
             except ValueError as e: raise gr.Error(str(e))
 
@@ -126,7 +147,7 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
         gr.api(feedback, api_name="feedback")
     return demo
 
-# %% ../nbs/12_app.ipynb #c013
+# %% ../nbs/12_app.ipynb #c015
 def create_app(settings=None) -> tuple[gr.Blocks, Agent]:
     "The app for the project's promoted model, configured by settings.ini."
     settings = settings or load_settings()

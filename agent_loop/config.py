@@ -6,7 +6,7 @@ Docs: https://github.com/agent-loop/agent-loop/config.html.md"""
 
 # %% ../nbs/00_config.ipynb #c003
 from __future__ import annotations
-import configparser, dataclasses, difflib, os, types, typing
+import configparser, dataclasses, difflib, math, os, typing
 from dataclasses import dataclass, field
 from pathlib import Path
 import yaml
@@ -28,6 +28,8 @@ def _choices(*allowed):
 def _positive(v): return None if v > 0 else "must be > 0"
 def _non_negative(v): return None if v >= 0 else "must be >= 0"
 def _fraction(v): return None if 0 <= v < 1 else "must be in [0, 1)"
+def _share(v): return None if 0 < v < 0.5 else "must be in (0, 0.5)"
+def _rate(v): return None if 0 <= v <= 1 else "must be in [0, 1]"
 
 def _opt(default, check=None, help=""):
     "A dataclass field with a default, an optional check and a one-line help text."
@@ -38,8 +40,8 @@ def _opt(default, check=None, help=""):
 class DataParams:
     seed: int = _opt(7)
     n_examples: int = _opt(640, _positive, "tool-use tasks generated into data/seed")
-    val_fraction: float = _opt(0.1, _fraction)
-    test_fraction: float = _opt(0.1, _fraction)
+    val_fraction: float = _opt(0.1, _share)
+    test_fraction: float = _opt(0.1, _share)
     use_unrated_interactions: bool = _opt(True, help="train on logged turns nobody rated (rated-down turns are always dropped)")
 
 @dataclass
@@ -67,10 +69,10 @@ class TrainParams:
 
 @dataclass
 class GateParams:
-    min_tool_call_accuracy: float = _opt(0.5)
-    min_format_valid_rate: float = _opt(0.8)
-    min_gain_over_base: float = _opt(0.2)
-    max_regression_vs_current: float = _opt(0.02)
+    min_tool_call_accuracy: float = _opt(0.5, _rate)
+    min_format_valid_rate: float = _opt(0.8, _rate)
+    min_gain_over_base: float = _opt(0.2, lambda v: None if -1 <= v <= 1 else "must be in [-1, 1]")
+    max_regression_vs_current: float = _opt(0.02, _rate)
 
 @dataclass
 class EvaluateParams:
@@ -102,13 +104,15 @@ def _coerce(value, typ, where):
         if isinstance(value, str) and value.strip().lower() in ("false", "no", "0", "off"): return False
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if typ is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip('-').isdigit())):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return int(value)
+        if isinstance(value, bool) or isinstance(value, float): raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try: return int(value)
+        except (TypeError, ValueError): raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
     if typ is float:
         if isinstance(value, bool): raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try: return float(value)
+        try: out = float(value)
         except (TypeError, ValueError): raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if not math.isfinite(out): raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return out
     if typ is str:
         if isinstance(value, (dict, list)): raise ConfigError(f"{where}: expected text, got {value!r}")
         return "" if value is None else str(value)
@@ -148,8 +152,9 @@ def project_root(start: str | Path | None = None) -> Path:
 def load_params(path: str | Path | None = None) -> Params:
     "Read and check params.yaml (default: the project's)."
     path = Path(path) if path else project_root() / "params.yaml"
-    try: data = yaml.safe_load(path.read_text())
+    try: data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError: raise ConfigError(f"{path}: file not found") from None
+    except UnicodeDecodeError: raise ConfigError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as e: raise ConfigError(f"{path}: not valid YAML: {e}") from None
     try: return from_dict(Params, data)
     except ConfigError as e: raise ConfigError(f"{path.name}: {e}") from None
@@ -212,9 +217,11 @@ def load_settings(root: str | Path | None = None, environ: dict | None = None) -
     root = project_root(root) if root is None or not (Path(root) / "settings.ini").exists() else Path(root).resolve()
     environ = os.environ if environ is None else environ
     ini = configparser.ConfigParser(interpolation=None)
-    try: ini.read(root / "settings.ini")
+    try: ini.read(root / "settings.ini", encoding="utf-8")
     except configparser.Error as e: raise ConfigError(f"settings.ini: {e}") from None
+    except UnicodeDecodeError: raise ConfigError("settings.ini: not UTF-8 text") from None
     data = {s: dict(ini[s]) for s in ini.sections()}
+    if "root" in data: raise ConfigError("settings.ini: [root] is not a section (sections: app, serving, wandb, paths)")
     sections = [f.name for f in dataclasses.fields(Settings) if f.name != "root"]
     for name, value in environ.items():
         if not name.startswith("AGENT_LOOP_") or name == "AGENT_LOOP_ROOT": continue

@@ -126,19 +126,27 @@ def generate_seed_tasks(n: int, seed: int) -> list[dict]:
     return tasks
 
 # %% ../nbs/07_data.ipynb #c011
-def _valid_messages(msgs) -> str | None:
-    "Why `msgs` cannot be a training conversation, or None."
+_ROLES = ("system", "user", "assistant", "tool")
+
+def _valid_turn(msgs, start) -> str | None:
+    "Why the turn `msgs[start:]` cannot be trained on (or its context is unusable), or None."
     if not isinstance(msgs, list) or not msgs: return "no messages"
+    if not isinstance(start, int) or not 0 <= start < len(msgs): return "bad turn_start"
     for m in msgs:
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool"): return f"bad message {str(m)[:60]}"
-        if m["role"] == "tool" and "error" in m: return "a tool failed"
-        if m["role"] == "assistant" and m.get("error"): return "the model's reply was malformed"
-    if msgs[-1]["role"] != "assistant" or msgs[-1].get("tool_calls"): return "the turn has no final answer"
+        if not isinstance(m, dict) or m.get("role") not in _ROLES or not isinstance(m.get("content", ""), str): return "malformed message"
+        calls = m.get("tool_calls") or []
+        if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("arguments"), dict) for c in calls):
+            return "malformed tool call"
+    turn = msgs[start:]
+    if turn[0]["role"] != "user": return "malformed message"
+    if any(m["role"] == "tool" and "error" in m for m in turn): return "a tool failed"
+    if any(m["role"] == "assistant" and m.get("error") for m in turn): return "the model's reply was malformed"
+    if turn[-1]["role"] != "assistant" or turn[-1].get("tool_calls"): return "the turn has no final answer"
     return None
 
 def _clean(m: dict) -> dict:
     "Keep only the keys the tool-call format reads."
-    keep = {"system": ("role", "content"), "user": ("role", "content"), "tool": ("role", "name", "content"),
+    keep = {"system": ("role", "content"), "user": ("role", "content"), "tool": ("role", "name", "content", "error"),
             "assistant": ("role", "content", "tool_calls")}[m["role"]]
     return {k: m[k] for k in keep if k in m}
 
@@ -149,16 +157,19 @@ def load_interactions(folder: Path, use_unrated: bool = True) -> tuple[list[dict
         recs, probs = read_jsonl(path); problems += probs
         for rec in recs:
             if rec.get("type") == "turn" and isinstance(rec.get("id"), str): turns[rec["id"]] = rec
-            elif rec.get("type") == "feedback" and rec.get("rating") in ("up", "down"): ratings[rec.get("turn_id")] = rec["rating"]
+            elif rec.get("type") == "feedback" and rec.get("rating") in ("up", "down", "none"): ratings[rec.get("turn_id")] = rec["rating"]
             else: problems.append(f"{path.name}: record {str(rec)[:60]} is neither a turn nor a feedback")
     kept, skipped = [], Counter()
     for tid, rec in turns.items():
-        rating = ratings.get(tid)
+        rating = ratings.get(tid, "none")
         if rating == "down": skipped["rated down"] += 1; continue
-        if rating is None and not use_unrated: skipped["unrated"] += 1; continue
-        if why := _valid_messages(rec.get("messages")): skipped[why] += 1; continue
-        kept.append({"id": f"log-{tid}", "source": "interactions", "kind": "interaction", "rating": rating or "none",
-                     "messages": [_clean(m) for m in rec["messages"] if m["role"] != "system"]})
+        if rating == "none" and not use_unrated: skipped["unrated"] += 1; continue
+        msgs, start = rec.get("messages"), rec.get("turn_start", 0)
+        if why := _valid_turn(msgs, start): skipped[why] += 1; continue
+        context = [_clean(m) for m in msgs[:start] if m["role"] != "system"]
+        turn = [_clean(m) for m in msgs[start:] if m["role"] != "system"]
+        kept.append({"id": f"log-{tid}", "source": "interactions", "kind": "interaction", "rating": rating,
+                     "prompt": turn[0]["content"], "supervise_from": len(context), "messages": context + turn})
     return kept, {"turns": len(turns), "feedback": len(ratings), "kept": len(kept), "skipped": dict(skipped), "problems": problems}
 
 # %% ../nbs/07_data.ipynb #c014
@@ -189,7 +200,8 @@ def dedupe(examples: list[dict]) -> list[dict]:
 def split_examples(seed_tasks: list[dict], interactions: list[dict], val_fraction: float, test_fraction: float, seed: int) -> dict[str, Dataset]:
     "Deterministic train/val/test `Dataset`s; interactions go to train only, minus any whose request is held out."
     def to_row(ex): return {"id": ex["id"], "source": ex["source"], "kind": ex["kind"],
-                            "prompt": next(m["content"] for m in ex["messages"] if m["role"] == "user"),
+                            "prompt": ex.get("prompt") or next(m["content"] for m in ex["messages"] if m["role"] == "user"),
+                            "supervise_from": ex.get("supervise_from", 0),
                             "messages": json.dumps(ex["messages"], ensure_ascii=False, sort_keys=True)}
     def split(ds, test_size):
         try: return ds.train_test_split(test_size=test_size, seed=seed, stratify_by_column="kind")
@@ -201,7 +213,7 @@ def split_examples(seed_tasks: list[dict], interactions: list[dict], val_fractio
     names = ds.features["kind"].names
     splits = {k: v.map(lambda r: {"kind_name": names[r["kind"]]}).remove_columns("kind").rename_column("kind_name", "kind") for k, v in splits.items()}
     held_out = {normalize_prompt(p) for s in ("val", "test") for p in splits[s]["prompt"]}
-    extra = [to_row(ex) for ex in interactions if normalize_prompt(next((m["content"] for m in ex["messages"] if m["role"] == "user"), "")) not in held_out]
+    extra = [row for row in map(to_row, interactions) if normalize_prompt(row["prompt"]) not in held_out]
     if extra:
         from datasets import concatenate_datasets
         splits["train"] = concatenate_datasets([splits["train"], Dataset.from_list(extra).cast(splits["train"].features)])

@@ -6,7 +6,7 @@ Docs: https://github.com/agent-loop/agent-loop/evaluate.html.md"""
 
 # %% ../nbs/10_evaluate.ipynb #c003
 from __future__ import annotations
-import json, math
+import json, math, os
 from pathlib import Path
 from .format import parse_reply, render
 from .tools import tool_schemas
@@ -92,20 +92,24 @@ def gate(candidate: dict, base: dict, current: dict | None, g) -> tuple[bool, li
 # %% ../nbs/10_evaluate.ipynb #c017
 def base_gguf(base, cache_dir: Path) -> Path:
     "An f16 GGUF of the base checkpoint, converted once and cached by the base's sha256."
+    import tempfile
     from agent_loop.models import convert_to_gguf
     out = Path(cache_dir).expanduser() / "gguf" / f"base-{base.sha256[:16]}-f16.gguf"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".partial"); convert_to_gguf(base.path, tmp); tmp.rename(out)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # concurrent runs never see a half-written file
+            os.replace(convert_to_gguf(base.path, Path(tmp) / out.name), out)
     return out
 
 def candidate_gguf(base, adapter_dir: Path, cache_dir: Path) -> Path:
-    "An f16 GGUF of `base` with the adapter in `adapter_dir` merged in."
-    import shutil, tempfile
+    "An f16 GGUF of `base` with the adapter in `adapter_dir` merged in, named by the adapter's sha256."
+    import tempfile
     from agent_loop.models import convert_to_gguf, merge_adapter
-    out = Path(cache_dir).expanduser() / "gguf" / "candidate-f16.gguf"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        merged = merge_adapter(base, adapter_dir, Path(tmp) / "merged")
-        convert_to_gguf(merged, Path(tmp) / "candidate.gguf"); shutil.move(Path(tmp) / "candidate.gguf", out)
+    from agent_loop.registry import sha256_file
+    out = Path(cache_dir).expanduser() / "gguf" / f"candidate-{sha256_file(Path(adapter_dir) / 'adapter_model.safetensors')[:16]}-f16.gguf"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            merged = merge_adapter(base, adapter_dir, Path(tmp) / "merged")
+            os.replace(convert_to_gguf(merged, Path(tmp) / out.name), out)
     return out

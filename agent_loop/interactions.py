@@ -23,7 +23,7 @@ class InteractionLog:
 
     def append(self, record: dict) -> dict:
         "Append one record durably; returns it."
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+        line = (json.dumps(record, ensure_ascii=True) + "\n").encode()  # ASCII: a lone surrogate cannot break the write
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path(), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -34,15 +34,15 @@ class InteractionLog:
         finally: os.close(fd)
         return record
 
-    def log_turn(self, messages: list[dict], model: dict, session_id: str = "", stats: dict | None = None) -> str:
-        "Log a finished turn; returns its id."
+    def log_turn(self, messages: list[dict], model: dict, session_id: str = "", stats: dict | None = None, turn_start: int = 0) -> str:
+        "Log a finished turn (the whole conversation; this turn starts at `messages[turn_start]`); returns its id."
         rec = {"type": "turn", "id": uuid.uuid4().hex, "ts": _now(), "session_id": session_id, "model": model,
-               "messages": messages, "stats": stats or {}}
+               "turn_start": turn_start, "messages": messages, "stats": stats or {}}
         return self.append(rec)["id"]
 
     def log_feedback(self, turn_id: str, rating: str, comment: str = "") -> str:
-        "Log a thumbs up or down on turn `turn_id`; returns the feedback's id."
-        if rating not in ("up", "down"): raise ValueError(f"rating must be 'up' or 'down', got {rating!r}")
+        "Log a thumbs up or down (or `none`: withdrawn) on turn `turn_id`; returns the feedback's id. The latest rating of a turn counts."
+        if rating not in ("up", "down", "none"): raise ValueError(f"rating must be 'up', 'down' or 'none', got {rating!r}")
         if not isinstance(turn_id, str) or not turn_id: raise ValueError("feedback needs the id of the turn it judges")
         return self.append({"type": "feedback", "id": uuid.uuid4().hex, "ts": _now(), "turn_id": turn_id, "rating": rating, "comment": comment})["id"]
 
@@ -55,6 +55,7 @@ def read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
             if not line.strip(): continue
             try: rec = json.loads(line)
             except json.JSONDecodeError as e: problems.append(f"{Path(path).name}:{no}: not valid JSON ({e.msg})"); continue
+            except (ValueError, RecursionError) as e: problems.append(f"{Path(path).name}:{no}: unreadable ({type(e).__name__})"); continue
             if not isinstance(rec, dict): problems.append(f"{Path(path).name}:{no}: not a JSON object"); continue
             records.append(rec)
     return records, problems

@@ -63,8 +63,10 @@ def read_current(current: Path) -> dict | None:
     "The promoted model's record, or None when nothing has been promoted yet."
     current = Path(current)
     if not current.exists(): return None
-    try: rec = json.loads(current.read_text())
-    except json.JSONDecodeError as e: raise ModelFileError(f"{current} is not valid JSON ({e.msg}); restore it with `promote` or from git/DVC") from None
+    try: rec = json.loads(current.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{current} is not valid JSON ({type(e).__name__}); promote a registry version again to restore it") from None
+    if not isinstance(rec, dict): raise ModelFileError(f"{current} must hold a JSON object with version, gguf and sha256")
     missing = {"version", "gguf", "sha256"} - set(rec)
     if missing: raise ModelFileError(f"{current} lacks {', '.join(sorted(missing))}")
     return rec

@@ -34,27 +34,35 @@ def _object(required=None, **props):
 def format_number(x: float) -> str:
     "A number as people write it: integers without a decimal point, others to at most 6 decimals."
     if isinstance(x, bool) or not isinstance(x, (int, float)): raise TypeError(f"not a number: {x!r}")
-    if isinstance(x, float) and not math.isfinite(x): raise ValueError("the result is not a finite number")
-    if float(x).is_integer() and abs(x) < 1e15: return str(int(x))
-    return f"{x:.6f}".rstrip("0").rstrip(".")
+    if isinstance(x, int): return str(x)
+    if not math.isfinite(x): raise ValueError("the result is not a finite number")
+    if x.is_integer() and abs(x) < 1e15: return str(int(x))
+    text = f"{x:.6f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
 
 # %% ../nbs/02_tools.ipynb #c009
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 _UNOPS = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 
+_LIMIT = 1e18
+
+def _bounded(x):
+    if isinstance(x, complex): raise ValueError("the result is not a real number")
+    if abs(x) > _LIMIT: raise ValueError("the result is too large")
+    return x
+
 def _eval(node):
     if isinstance(node, ast.Expression): return _eval(node.body)
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool): return node.value
-    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNOPS: return _UNOPS[type(node.op)](_eval(node.operand))
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool): return _bounded(node.value)
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNOPS: return _bounded(_UNOPS[type(node.op)](_eval(node.operand)))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
         left, right = _eval(node.left), _eval(node.right)
         if isinstance(node.op, ast.Pow) and (abs(right) > 64 or abs(left) > 1e6): raise ValueError("exponent or base too large")
         if isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)) and right == 0: raise ValueError("division by zero")
-        result = _BINOPS[type(node.op)](left, right)
-        if isinstance(result, complex): raise ValueError("the result is not a real number")
-        if abs(result) > 1e18: raise ValueError("the result is too large")
-        return result
+        try: return _bounded(_BINOPS[type(node.op)](left, right))
+        except OverflowError: raise ValueError("the result is too large") from None
+        except ZeroDivisionError: raise ValueError("division by zero") from None
     raise ValueError(f"unsupported syntax: {ast.dump(node)[:60]}")
 
 def calculate(expression: str) -> str:

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['start_run', 'run_info']
+__all__ = ['start_run', 'run_info', 'save_run_info', 'load_run_infos']
 
 # %% ../nbs/04_tracking.ipynb #c005
 def start_run(stage: str, config: dict, settings, **kwargs):
@@ -26,3 +26,17 @@ def run_info(run) -> dict:
     offline = run.settings.mode == "offline" if hasattr(run, "settings") else True
     return {"id": run.id, "mode": "offline" if offline else "online", "url": None if offline else run.url,
             "dir": str(Path(run.dir).parent) if getattr(run, "dir", None) else None}
+
+# %% ../nbs/04_tracking.ipynb #c007
+def save_run_info(run, reports: Path, stage: str) -> dict:
+    "Write `run_info(run)` to `reports/runs/<stage>.json`."
+    import json
+    info = run_info(run)
+    (Path(reports) / "runs").mkdir(parents=True, exist_ok=True)
+    (Path(reports) / "runs" / f"{stage}.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+def load_run_infos(reports: Path) -> dict:
+    "Every saved stage run, by stage name."
+    import json
+    return {p.stem: json.loads(p.read_text()) for p in sorted((Path(reports) / "runs").glob("*.json"))}

@@ -10,7 +10,7 @@ import contextlib, json, math, random, time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from .format import render_segments
+from .format import render, render_segments
 from .tools import tool_schemas
 
 # %% auto #0
@@ -18,12 +18,13 @@ __all__ = ['tokenize_example', 'supervised_loss', 'collate', 'batches', 'lora_mo
            'train_lora']
 
 # %% ../nbs/08_train.ipynb #c005
-def tokenize_example(messages: list[dict], tokenizer, tools: list[dict], max_length: int) -> dict | None:
-    "Token ids and labels of one conversation, or None when it is longer than `max_length`."
+def tokenize_example(messages: list[dict], tokenizer, tools: list[dict], max_length: int, supervise_from: int = 0) -> dict | None:
+    "Token ids and labels of one conversation, or None when it is longer than `max_length`. Replies before `messages[supervise_from]` are context only."
     segs = render_segments(messages, tools)
+    context = len(render(messages[:supervise_from], tools, add_generation_prompt=False)) if supervise_from else 0
     text, spans, pos = "", [], 0
     for seg, supervised in segs:
-        if supervised: spans.append((pos, pos + len(seg)))
+        if supervised and pos >= context: spans.append((pos, pos + len(seg)))
         text += seg; pos += len(seg)
     enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
     ids, labels = enc["input_ids"], []
@@ -113,7 +114,7 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
     model, tok = lora_model(base, tp)
     tools = tool_schemas()
     def encode(rows):
-        encoded = [tokenize_example(r["messages"], tok, tools, mp.max_length) for r in rows]
+        encoded = [tokenize_example(r["messages"], tok, tools, mp.max_length, r.get("supervise_from", 0)) for r in rows]
         return [e for e in encoded if e is not None], sum(e is None for e in encoded)
     train_ex, dropped = encode(train_rows)
     val_ex, _ = encode(val_rows)

@@ -74,7 +74,9 @@ def trained_project(tmp_path_factory):
     from agent_loop.registry import new_version, promote, sha256_file, write_json_atomic
     from agent_loop.train import train_lora
     recipe = {"n": 200, "seed": 11, "steps": 60, "lr": 1e-3, "warmup": 4, "batch": 4}
-    key = hashlib.sha256(json.dumps(recipe).encode() + b"".join((ROOT / "agent_loop" / f).read_bytes() for f in ("format.py", "tools.py", "data.py", "train.py"))).hexdigest()[:16]
+    import llama_cpp
+    shaping = [(ROOT / "agent_loop" / f).read_bytes() for f in ("format.py", "tools.py", "data.py", "train.py", "models.py")] + [(ROOT / "params.yaml").read_bytes()]
+    key = hashlib.sha256(json.dumps(recipe).encode() + llama_cpp.__version__.encode() + b"".join(shaping)).hexdigest()[:16]
     project = make_project(tmp_path_factory.mktemp("trained") / "project")
     settings = load_settings(project)
     cached = settings.path("cache") / "test-models" / f"agent-{key}.gguf"

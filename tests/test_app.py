@@ -51,6 +51,14 @@ def test_bad_feedback_is_refused_clearly(app):
         Client(app.url, verbose=False).predict("some-turn", "meh", "", api_name="/feedback")
 
 
+def test_malformed_conversation_from_an_api_client_is_refused_and_nothing_is_logged(app, trained_project):
+    from gradio_client import Client
+    before = len(log_records(trained_project))
+    with pytest.raises(Exception, match="content must be text"):
+        Client(app.url, verbose=False).predict("hi", '[{"role": "user", "content": 5}]', api_name="/chat")
+    assert len(log_records(trained_project)) == before
+
+
 def test_missing_model_exits_with_a_clear_message(tmp_path):
     project = make_project(tmp_path / "p")
     a = AppProcess(project)
@@ -58,15 +66,18 @@ def test_missing_model_exits_with_a_clear_message(tmp_path):
     assert "no promoted model" in a.proc.stdout.read()
 
 
-def test_corrupt_gguf_exits_with_a_clear_message_and_keeps_logs(trained_project, tmp_path):
+@pytest.mark.parametrize("damage, message", [(b"GGUF" + b"\0" * 100, "was changed or is corrupt"), (b"<html>502</html>", "not a GGUF file")])
+def test_corrupt_gguf_exits_with_a_clear_message_and_keeps_logs(trained_project, tmp_path, damage, message):
+    from agent_loop.interactions import InteractionLog
     project = tmp_path / "corrupt"
     shutil.copytree(trained_project, project, ignore=shutil.ignore_patterns("*.gguf"))
+    InteractionLog(project / "data/interactions").log_turn([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"}], {})
     current = json.loads((project / "models/current.json").read_text())
-    (project / current["gguf"]).write_bytes(b"GGUF" + b"\0" * 100)  # truncated
+    (project / current["gguf"]).write_bytes(damage)
     logs_before = sorted(p.read_bytes() for p in (project / "data/interactions").glob("*.jsonl"))
     a = AppProcess(project)
     assert a.proc.wait(120) != 0
-    assert "was changed or is corrupt" in a.proc.stdout.read()
+    assert message in a.proc.stdout.read()
     assert sorted(p.read_bytes() for p in (project / "data/interactions").glob("*.jsonl")) == logs_before
 
 

@@ -93,12 +93,16 @@ def test_the_loop_closes(project):
                         {"role": "tool", "name": "calculator", "content": "5555"}, {"role": "assistant", "content": "1234 + 4321 = 5555."}],
                        {"version": first, "sha256": "x"}, "s1")
     log.log_feedback(tid, "up")
+    from agent_loop.data import load_split
+    held_out = load_split(project / "data/processed/test.jsonl")[0]["messages"]  # a user asks a benchmark question in the app
+    leak = log.log_turn(held_out, {"version": first, "sha256": "x"}, "s2")
     with open(log.path(), "a") as f: f.write("this line is not JSON\n")
     status = run(["dvc", "status"], project).stdout
     assert "prepare" in status and "data/interactions" in status
     run(["dvc", "repro"], project)
     train = (project / "data/processed/train.jsonl").read_text()
     assert f"log-{tid}" in train and "1234 plus 4321" in train
+    assert f"log-{leak}" not in train, "a logged turn that repeats a test prompt must never reach training"
     assert json.loads((project / "reports/prepare.json").read_text())["log_problems"] == 1
     versions = sorted(p.name for p in (project / "models/registry").iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(versions) == 2 and first in versions, "earlier versions stay for rollback"
@@ -106,10 +110,11 @@ def test_the_loop_closes(project):
 
 
 def test_bad_params_value_stops_with_a_clear_message(project):
+    original = (project / "params.yaml").read_text()
     set_params(project, {"train": {"lr": -1}})
     try:
         res = run(["dvc", "repro"], project, check=False)
         assert res.returncode != 0
         assert "train.lr: must be > 0" in res.stdout + res.stderr
     finally:
-        set_params(project, {"train": {"lr": 3e-4}})
+        (project / "params.yaml").write_text(original)
