@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 	  mkdir -p $(LLAMA_WHEELS) && \
 	  CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip wheel -q --no-cache-dir --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(LLAMA_WHEELS); \
 	fi
-	$(BIN)/pip install -q --no-index --find-links $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	$(BIN)/pip install -q $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/python -c "from agent_loop.serving import selfcheck; selfcheck()"
 	@touch $(STAMP)
