@@ -6,7 +6,7 @@ Docs: https://github.com/agent-loop/agent-loop/tools.html.md"""
 
 # %% ../nbs/02_tools.ipynb #c003
 from __future__ import annotations
-import ast, datetime, math, operator
+import ast, datetime, math, operator, re
 from dataclasses import dataclass
 from typing import Callable
 import jsonschema
@@ -65,9 +65,13 @@ def _eval(node):
         except ZeroDivisionError: raise ValueError("division by zero") from None
     raise ValueError(f"unsupported syntax: {ast.dump(node)[:60]}")
 
+_WORD_OPS = [(re.compile(rf"\b{w}\b", re.I), op) for w, op in [("to the power of", "**"), ("multiplied by", "*"), ("divided by", "/"),
+                                                                   ("times", "*"), ("plus", "+"), ("minus", "-"), ("over", "/")]]
+
 def calculate(expression: str) -> str:
-    "Evaluate an arithmetic `expression` safely."
+    "Evaluate an arithmetic `expression` safely; operators may also be written as words (`12 times 7`)."
     expr = expression.replace("×", "*").replace("÷", "/").replace("^", "**").strip()
+    for rx, op in _WORD_OPS: expr = rx.sub(op, expr)
     if len(expr) > 200: raise ValueError("expression longer than 200 characters")
     try: tree = ast.parse(expr, mode="eval")
     except SyntaxError: raise ValueError(f"not an arithmetic expression: {expression!r}") from None
