@@ -22,12 +22,6 @@ class BaseModel:
     path: Path   # a Hugging Face checkpoint folder
     sha256: str  # of the GGUF it came from, or of the folder's config and weights
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
-    return h.hexdigest()
-
 def _folder_sha256(folder: Path) -> str:
     "A fingerprint of a checkpoint folder: its config and the sizes of its weight files."
     h = hashlib.sha256()
