@@ -1,6 +1,6 @@
 # make setup   create .venv with everything (quick when nothing changed)
 # make demo    setup, `dvc repro` on the embedded Gemma 3 270M, then launch the app
-# make test    setup, then the whole test suite
+# make test    setup (and Debian's chromium where it can), then the whole test suite
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +15,7 @@ PYTAG := $(shell $(PYTHON) -c 'import sys; print(f"cp{sys.version_info[0]}{sys.v
 LLAMA_WHEELS := $(HOME)/.cache/agent-loop/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-nonative-$(PYTAG)
 STAMP := $(VENV)/.setup-complete
 
-.PHONY: setup demo pipeline app test test-quick lab clean-venv
+.PHONY: setup browser demo pipeline app test lab clean-venv
 
 setup: $(STAMP)
 
@@ -42,7 +42,16 @@ demo: pipeline
 app: setup
 	$(BIN)/python app.py
 
-test: setup
+# Debian's Chromium for the browser test: installed where apt-get can run (as root), else the test says why it is skipped.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing Debian's chromium for the browser test"; \
+	  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+	    || echo "chromium could not be installed: the browser test will be skipped"; \
+	else echo "chromium is not installed and apt-get needs root: the browser test will be skipped (sudo apt-get install chromium)"; fi
+
+test: setup browser
 	$(BIN)/pytest
 
 lab: setup

@@ -158,7 +158,7 @@ d = { 'settings': { 'branch': 'main',
                                   'agent_loop.train.collate': ('train.html#collate', 'agent_loop/train.py'),
                                   'agent_loop.train.evaluate_loss': ('train.html#evaluate_loss', 'agent_loop/train.py'),
                                   'agent_loop.train.lora_model': ('train.html#lora_model', 'agent_loop/train.py'),
-                                  'agent_loop.train.mixed_precision': ('train.html#mixed_precision', 'agent_loop/train.py'),
+                                  'agent_loop.train.resolve_precision': ('train.html#resolve_precision', 'agent_loop/train.py'),
                                   'agent_loop.train.supervised_loss': ('train.html#supervised_loss', 'agent_loop/train.py'),
                                   'agent_loop.train.tokenize_example': ('train.html#tokenize_example', 'agent_loop/train.py'),
                                   'agent_loop.train.train_lora': ('train.html#train_lora', 'agent_loop/train.py')}}}

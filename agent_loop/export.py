@@ -42,7 +42,7 @@ def code_commit(root: Path) -> str:
 
 def model_card(m: dict) -> str:
     "A short README for a registry version, from its manifest."
-    ev = m.get("evaluation") or {}
+    ev, tr = m.get("evaluation") or {}, m.get("training") or {}
     rows = [f"| {k} | " + " | ".join("—" if (ev.get(who) or {}).get(k) is None else f"{ev[who][k]:.3f}" for who in ("base", "candidate", "current")) + " |"
             for k in ("tool_call_accuracy", "format_valid_rate", "no_call_accuracy", "answer_accuracy")]
     return "\n".join([
@@ -51,7 +51,8 @@ def model_card(m: dict) -> str:
         f"Promoted: **{'yes' if m['promoted'] else 'no'}**" + ("" if m["promoted"] else f" ({'; '.join(ev.get('reasons') or ['gate not passed'])})"), "",
         "| metric | base | candidate | current |", "|---|---|---|---|", *rows, "",
         f"- GGUF: `{Path(m['gguf']).name}`, sha256 `{m['sha256']}`, {m['size_bytes'] / 1e6:.1f} MB",
-        f"- base model sha256: `{m['base']['sha256']}`", f"- dataset sha256: `{m['dataset_sha256']}`",
+        f"- base model sha256: `{m['base']['sha256']}`",
+        f"- training: {tr.get('steps')} steps, {tr.get('precision')} precision (train.precision: {tr.get('precision_requested')}), final loss {tr.get('final_loss')}", f"- dataset sha256: `{m['dataset_sha256']}`",
         f"- code commit: `{m['code_commit']}`", f"- W&B runs: {', '.join(k + '=' + str((v or {}).get('id')) for k, v in m['wandb_runs'].items()) or 'none'}",
         f"- created: {m['created_at']}", "",
         "Serve it with `python app.py` (llama.cpp) or `ollama create agent-loop -f Modelfile` in this folder.",
@@ -62,6 +63,7 @@ def export_model(base, adapter_dir: Path, evaluation: dict, params, settings, wa
     "Build and register the candidate's GGUF; promote it if `evaluation` says so. Returns the manifest."
     root, registry = settings.root, settings.path("registry")
     adapter_sha = sha256_file(Path(adapter_dir) / "adapter_model.safetensors")
+    training = json.loads((Path(adapter_dir) / "training.json").read_text())["metrics"]  # written by train_lora: steps, loss, precision used
     registry.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=registry, prefix=".build-") as tmp:
         tmp = Path(tmp)
@@ -74,7 +76,7 @@ def export_model(base, adapter_dir: Path, evaluation: dict, params, settings, wa
     promoted = bool(evaluation.get("promoted")) and evaluation.get("candidate_adapter_sha256") == adapter_sha
     manifest = {"version": version.name, "gguf": str((version / "model.gguf").relative_to(root)), "sha256": sha,
                 "size_bytes": (version / "model.gguf").stat().st_size, "quantization": params.export.quantization,
-                "base": {"name": base.name, "sha256": base.sha256}, "adapter_sha256": adapter_sha, "dataset_sha256": dataset_sha256,
+                "base": {"name": base.name, "sha256": base.sha256}, "adapter_sha256": adapter_sha, "training": training, "dataset_sha256": dataset_sha256,
                 "code_commit": code_commit(root), "params": dataclasses.asdict(params),
                 "wandb_runs": wandb_runs, "evaluation": evaluation, "promoted": promoted,
                 "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -14,7 +14,7 @@ from .format import render, render_segments
 from .tools import tool_schemas
 
 # %% auto #0
-__all__ = ['tokenize_example', 'supervised_loss', 'collate', 'batches', 'lora_model', 'mixed_precision', 'evaluate_loss',
+__all__ = ['tokenize_example', 'supervised_loss', 'collate', 'batches', 'lora_model', 'resolve_precision', 'evaluate_loss',
            'train_lora']
 
 # %% ../nbs/08_train.ipynb #c005
@@ -35,15 +35,17 @@ def tokenize_example(messages: list[dict], tokenizer, tools: list[dict], max_len
     return {"input_ids": ids, "labels": labels}
 
 # %% ../nbs/08_train.ipynb #c008
-def supervised_loss(model, input_ids, attention_mask, labels):
-    "Mean next-token cross-entropy over labelled positions, computing logits only there. Returns (loss, n_labels)."
+def supervised_loss(model, input_ids, attention_mask, labels, first_token_weight: float = 1.0):
+    "Weighted mean next-token cross-entropy over labelled positions, computing logits only there; the first label of each reply weighs `first_token_weight`. Returns (loss, n_labels)."
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden = causal_lm.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    targets = labels[:, 1:]
-    mask = targets != -100
+    targets, labelled = labels[:, 1:], labels != -100
+    mask = labelled[:, 1:]
     logits = causal_lm.lm_head(hidden[:, :-1][mask]).float()
     if (cap := getattr(causal_lm.config, "final_logit_softcapping", None)): logits = torch.tanh(logits / cap) * cap
-    return F.cross_entropy(logits, targets[mask]), int(mask.sum())
+    if first_token_weight == 1: return F.cross_entropy(logits, targets[mask]), int(mask.sum())
+    weights = 1 + (first_token_weight - 1) * (mask & ~labelled[:, :-1])[mask].float()  # a label whose predecessor has none opens a reply
+    return (F.cross_entropy(logits, targets[mask], reduction="none") * weights).sum() / weights.sum(), int(mask.sum())
 
 # %% ../nbs/08_train.ipynb #c010
 def collate(examples: list[dict], pad_id: int) -> dict:
@@ -83,13 +85,13 @@ def lora_model(base, tp):
     return get_peft_model(model, cfg), tok
 
 # %% ../nbs/08_train.ipynb #c015
-def mixed_precision(choice: str = "auto") -> str:
-    "Accelerate's `mixed_precision` for `train.precision`: 'bf16' or 'no'."
-    if choice == "fp32": return "no"
-    if choice == "bf16": return "bf16"
-    if torch.cuda.is_available(): return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    try: return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
-    except Exception: return "no"
+def resolve_precision(choice: str = "fp32") -> str:
+    "The precision `train.precision` means on this machine: 'fp32' or 'bf16'."
+    if choice in ("fp32", "bf16"): return choice
+    if choice != "auto": raise ValueError(f"train.precision: must be one of auto, bf16, fp32, got {choice!r}")
+    if torch.cuda.is_available(): return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try: return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    except Exception: return "fp32"
 
 # %% ../nbs/08_train.ipynb #c018
 @torch.no_grad()
@@ -111,6 +113,7 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
     from transformers import get_linear_schedule_with_warmup
     tp, mp = params.train, params.model
     set_seed(tp.seed)
+    precision = resolve_precision(tp.precision)
     model, tok = lora_model(base, tp)
     tools = tool_schemas()
     def encode(rows):
@@ -121,7 +124,7 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
     if not train_ex: raise ValueError(f"no training example fits model.max_length={mp.max_length}")
     steps_per_epoch = math.ceil(len(train_ex) / tp.batch_size)
     total = tp.max_steps or steps_per_epoch * tp.epochs
-    accelerator = Accelerator(gradient_accumulation_steps=tp.grad_accum, cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision(tp.precision))
+    accelerator = Accelerator(gradient_accumulation_steps=tp.grad_accum, cpu=not torch.cuda.is_available(), mixed_precision="bf16" if precision == "bf16" else "no")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tp.lr, weight_decay=tp.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, tp.warmup_steps, total)
     model, opt, sched = accelerator.prepare(model, opt, sched)
@@ -134,7 +137,7 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
             if step >= total: break
             b = {k: v.to(accelerator.device) for k, v in collate(group, tok.pad_token_id).items()}
             with accelerator.accumulate(model), accelerator.autocast():
-                loss, n = supervised_loss(model, b["input_ids"], b["attention_mask"], b["labels"])
+                loss, n = supervised_loss(model, b["input_ids"], b["attention_mask"], b["labels"], tp.first_token_weight)
                 accelerator.backward(loss); opt.step(); sched.step(); opt.zero_grad()
             step += 1; tokens += int(b["attention_mask"].sum()); sup_tokens += n
             rate = tokens / (time.time() - t0)
@@ -151,7 +154,7 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
     metrics = {"steps": step, "examples": len(train_ex), "dropped_too_long": dropped, "tokens": tokens, "supervised_tokens": sup_tokens,
                "seconds": round(seconds, 1), "tokens_per_s": round(tokens / seconds, 1), "final_loss": round(history[-1]["loss"], 4),
                "val_loss_before": round(val_before, 4), "val_loss_after": round(val_after, 4),
-               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad), "precision": mixed_precision(tp.precision)}
+               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad), "precision": precision, "precision_requested": tp.precision}
     (out_dir / "training.json").write_text(json.dumps({"base": {"name": base.name, "sha256": base.sha256}, "metrics": metrics}, indent=2) + "\n")
     if run is not None: run.summary.update(metrics)
     return {"metrics": metrics, "history": history}

@@ -61,35 +61,67 @@ class AppProcess:
         except subprocess.TimeoutExpired: self.proc.kill()
 
 
+# Questions the app tests' model must get right before any test uses it: none is in its training data (checked below).
+SELF_TEST = [("What is 37 times 12?", "calculator", "444"), ("What is 58 plus 23?", "calculator", "81"),
+             ("Calculate 144 divided by 12.", "calculator", "12"), ("How much is 25 times 4?", "calculator", "100")]
+# fp32 whatever the CPU offers (bf16 autocast would train a different model on a machine with bf16 units).
+# Measured here: 60 to 100 unweighted steps left the model answering "37 times 12" directly or chaining tools; weighting
+# the first token of each reply 5x learned the format in 70.
+RECIPE = {"n": 200, "seed": 11, "steps": 70, "lr": 1.5e-3, "warmup": 4, "batch": 4, "precision": "fp32", "first_token_weight": 5.0}
+
+
+def self_test(gguf: Path) -> list[str]:
+    "What the model at `gguf` got wrong on SELF_TEST, through the app's own agent loop (empty when it passed)."
+    from agent_loop.serving import LlamaCppBackend, run_agent
+    backend, failures = LlamaCppBackend(gguf, context_length=1024), []
+    try:
+        for question, tool, result in SELF_TEST:
+            new, _ = run_agent([{"role": "user", "content": question}], backend)
+            calls = [c["name"] for m in new if m["role"] == "assistant" for c in m.get("tool_calls") or []]
+            results = [m.get("content") for m in new if m["role"] == "tool"]
+            if calls[:1] != [tool] or results[:1] != [result] or "error" in new[-1]:
+                failures.append(f"{question!r} -> {new}")
+    finally: backend.close()
+    return failures
+
+
 @pytest.fixture(scope="session")
 def trained_project(tmp_path_factory):
     """A project whose models/current.json points at a Gemma 3 270M really fine-tuned (briefly) on the tool-call format.
 
-    Training takes a few minutes, so the GGUF is cached under the agent-loop cache folder, keyed by everything that
-    shapes it (the code of the format, tools, data and training modules and the recipe below)."""
+    It is trained in fp32, so that the same model comes out on every machine, and must pass SELF_TEST before any test
+    uses it. Training takes minutes, so the GGUF is cached under the agent-loop cache folder, keyed by everything that
+    shapes it (the code of the format, tools, data and training modules and the recipe)."""
     import hashlib
     from agent_loop.config import load_params, load_settings
-    from agent_loop.data import generate_seed_tasks
+    from agent_loop.data import generate_seed_tasks, normalize_prompt
     from agent_loop.models import convert_to_gguf, merge_adapter, quantize_gguf, resolve_base
     from agent_loop.registry import new_version, promote, sha256_file, write_json_atomic
     from agent_loop.train import train_lora
-    recipe = {"n": 200, "seed": 11, "steps": 60, "lr": 1e-3, "warmup": 4, "batch": 4}
     import llama_cpp
     shaping = [(ROOT / "agent_loop" / f).read_bytes() for f in ("format.py", "tools.py", "data.py", "train.py", "models.py")] + [(ROOT / "params.yaml").read_bytes()]
-    key = hashlib.sha256(json.dumps(recipe).encode() + llama_cpp.__version__.encode() + b"".join(shaping)).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps(RECIPE).encode() + llama_cpp.__version__.encode() + b"".join(shaping)).hexdigest()[:16]
     project = make_project(tmp_path_factory.mktemp("trained") / "project")
     settings = load_settings(project)
     cached = settings.path("cache") / "test-models" / f"agent-{key}.gguf"
     if not cached.exists():
         params = load_params(project / "params.yaml")
-        params.train.max_steps, params.train.lr, params.train.warmup_steps, params.train.batch_size = recipe["steps"], recipe["lr"], recipe["warmup"], recipe["batch"]
+        tp = params.train
+        tp.max_steps, tp.lr, tp.warmup_steps, tp.batch_size = RECIPE["steps"], RECIPE["lr"], RECIPE["warmup"], RECIPE["batch"]
+        tp.precision, tp.first_token_weight = RECIPE["precision"], RECIPE["first_token_weight"]
         base = resolve_base("embedded:gemma3-270m", settings.path("cache"))
-        rows = generate_seed_tasks(recipe["n"], recipe["seed"])
+        rows = generate_seed_tasks(RECIPE["n"], RECIPE["seed"])
+        assert not {normalize_prompt(q) for q, _, _ in SELF_TEST} & {normalize_prompt(r["messages"][0]["content"]) for r in rows}
         work = tmp_path_factory.mktemp("train")
-        train_lora(base, rows, [], params, work / "adapter", progress=False)
+        metrics = train_lora(base, rows, [], params, work / "adapter", progress=False)["metrics"]
+        assert metrics["precision"] == "fp32", metrics
         f16 = convert_to_gguf(merge_adapter(base, work / "adapter", work / "merged"), work / "f16.gguf")
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        quantize_gguf(f16, cached.with_suffix(".partial"), "Q4_K_M"); cached.with_suffix(".partial").rename(cached)
+        partial = cached.with_suffix(".partial")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        quantize_gguf(f16, partial, "Q4_K_M")
+        if failures := self_test(partial):
+            raise AssertionError(f"the app tests' model did not learn the format ({RECIPE}, {metrics}); it failed its self-test on:\n" + "\n".join(failures))
+        partial.rename(cached)
     sha = sha256_file(cached)
     version = new_version(settings.path("registry"), sha)
     shutil.copyfile(cached, version / "model.gguf")

@@ -5,7 +5,7 @@ from conftest import AppProcess
 from test_app import log_records
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed: `make test` installs it when run as root; otherwise `sudo apt-get install chromium`")
 
 
 @pytest.fixture(scope="module")
