@@ -6,22 +6,24 @@ Docs: https://github.com/agent-loop/agent-loop/app.html.md"""
 
 # %% ../nbs/12_app.ipynb #c003
 from __future__ import annotations
-import json, uuid
+import hashlib, hmac, json, os, secrets, uuid
 from pathlib import Path
 import gradio as gr
 from .config import load_settings
-from .interactions import InteractionLog
+from .format import check_messages
+from .interactions import InteractionLog, LogWriteError
 from .registry import ModelFileError, read_current
 from .serving import LlamaCppBackend, OllamaBackend, run_agent
 from .tools import DEFAULT_TOOLS
 
 # %% auto #0
-__all__ = ['load_backend', 'Agent', 'check_conversation', 'to_chat', 'build_app', 'create_app', 'launch']
+__all__ = ['MAX_UPLOAD_BYTES', 'load_backend', 'Agent', 'Seals', 'check_conversation', 'to_chat', 'build_app', 'create_app',
+           'launch']
 
 # %% ../nbs/12_app.ipynb #c005
 def load_backend(settings):
     "The configured backend for the promoted model, and that model's version and sha256."
-    current = read_current(settings.path("current"))
+    current = read_current(settings.path("current"), settings.root)
     if current is None:
         raise ModelFileError(f"no promoted model: {settings.path('current')} does not exist. Run `dvc repro` (or `make demo`) to train, evaluate and export one.")
     info = {"version": current["version"], "sha256": current["sha256"]}
@@ -33,12 +35,14 @@ def load_backend(settings):
 # %% ../nbs/12_app.ipynb #c007
 class Agent:
     "The app's domain side: a backend, the tools, the log and the limits; no Gradio in here."
-    def __init__(self, backend, model_info: dict, log: InteractionLog, max_message_chars: int = 4000, max_steps: int = 4, max_new_tokens: int = 192, tools=DEFAULT_TOOLS):
+    def __init__(self, backend, model_info: dict, log: InteractionLog, max_message_chars: int = 4000, max_steps: int = 4, max_new_tokens: int = 192,
+                 tools=DEFAULT_TOOLS, seals: Seals | None = None):
         self.backend, self.model_info, self.log, self.tools = backend, model_info, log, tools
+        self.seals = seals or Seals(secrets.token_bytes(32))
         self.max_message_chars, self.max_steps, self.max_new_tokens = max_message_chars, max_steps, max_new_tokens
 
     def turn(self, message: str, conversation: list[dict] | None = None, session_id: str = "") -> dict:
-        "Answer `message` after `conversation`; returns the turn id, the new messages, the whole conversation and stats."
+        "Answer `message` after `conversation` (checked: the server's own or `check_conversation`'s); returns the turn id, the new messages, the whole conversation and stats. Raises `LogWriteError` when the turn could not be logged."
         conversation = list(conversation or [])
         message = _text(message)
         if len(message) > self.max_message_chars:
@@ -60,21 +64,45 @@ def _text(value) -> str:
     "`value` as text that can always be encoded (lone surrogates replaced)."
     return (value if isinstance(value, str) else str(value)).encode("utf-8", "replace").decode("utf-8")
 
-def check_conversation(conv, max_chars: int) -> list[dict]:
-    "A conversation sent by an API client, checked message by message; raises ValueError saying what is wrong."
-    if not isinstance(conv, list): raise ValueError("the conversation must be a JSON list of messages")
-    out = []
-    for i, m in enumerate(conv):
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant", "tool"): raise ValueError(f"message {i}: role must be user, assistant or tool")
-        if not isinstance(m.get("content", ""), str): raise ValueError(f"message {i}: content must be text")
-        calls = m.get("tool_calls") or []
-        if m["role"] == "assistant" and not (isinstance(calls, list) and all(isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("arguments"), dict) for c in calls)):
-            raise ValueError(f"message {i}: tool_calls must be a list of {{name, arguments}} objects")
-        if m["role"] == "tool" and not isinstance(m.get("name"), str): raise ValueError(f"message {i}: a tool message needs the tool's name")
-        keep = {"user": ("role", "content"), "assistant": ("role", "content", "tool_calls"), "tool": ("role", "name", "content", "error")}[m["role"]]
-        out.append({k: (_text(m[k]) if isinstance(m[k], str) else m[k]) for k in keep if k in m})
-    if len(json.dumps(out)) > max_chars: raise ValueError(f"the conversation is longer than {max_chars:,} characters; start a new one")
-    return out
+class Seals:
+    "HMAC seals on what the server said: an API client can send a conversation back, but cannot forge or alter its assistant turns and tool results."
+    def __init__(self, key: bytes): self.key = key
+
+    @classmethod
+    def from_file(cls, path: Path) -> Seals:
+        "Seals keyed by the secret in `path`, created (readable by this user only) on first use, so they outlive a restart."
+        path = Path(path).expanduser()
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f: f.write(secrets.token_bytes(32))
+            except FileExistsError: pass  # another app process made it first
+        return cls(path.read_bytes())
+
+    def _mac(self, prefix: list[dict]) -> str:
+        return hmac.new(self.key, json.dumps(prefix, sort_keys=True, ensure_ascii=True).encode(), hashlib.sha256).hexdigest()
+
+    def seal(self, conversation: list[dict]) -> list[dict]:
+        "`conversation` with a `seal` on each assistant and tool message that binds it to everything said before it."
+        clean = check_messages(conversation)
+        return [m | {"seal": self._mac(clean[:i + 1])} if m["role"] in ("assistant", "tool") else m for i, m in enumerate(conversation)]
+
+    def check(self, conversation) -> list[dict]:
+        "The client's `conversation`, checked and reduced to the format's keys; a ValueError when a seal is missing or wrong."
+        clean = check_messages(conversation, roles=("user", "assistant", "tool"))
+        for i, (sent, m) in enumerate(zip(conversation, clean)):
+            if m["role"] != "user" and not hmac.compare_digest(str(sent.get("seal", "")), self._mac(clean[:i + 1])):
+                raise ValueError(f"message {i} ({m['role']}) was not written by this server, or was changed; send the conversation back as /chat returned it")
+        return clean
+
+def check_conversation(conversation_json, max_chars: int, seals: Seals) -> list[dict]:
+    "The conversation an API client sent (JSON text): bounded, well-formed and sealed by this server, or a ValueError saying what is wrong."
+    if conversation_json is None or conversation_json == "": return []
+    if not isinstance(conversation_json, str): raise ValueError(f"must be JSON text, got {type(conversation_json).__name__}")
+    if len(conversation_json) > max_chars: raise ValueError(f"the conversation is longer than {max_chars:,} characters; start a new one")
+    try: conv = json.loads(conversation_json)
+    except (ValueError, RecursionError) as e: raise ValueError(f"not valid JSON ({type(e).__name__})") from None
+    return [{k: _text(v) if isinstance(v, str) else v for k, v in m.items()} for m in seals.check(conv)]
 
 # %% ../nbs/12_app.ipynb #c011
 def to_chat(messages: list[dict]) -> list[dict]:
@@ -109,7 +137,8 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
 
         def respond(message, conv, turns, sid):
             sid = sid or uuid.uuid4().hex
-            res = agent.turn(message, conv, sid)
+            try: res = agent.turn(message, conv, sid)
+            except LogWriteError as e: return message, to_chat(conv), conv, turns, sid, f"⚠️ {e}. Please try again."
             shown = to_chat(res["new_messages"])
             turns = turns + [None] + [res["turn_id"]] * (len(shown) - 1)
             chat_hist = to_chat(res["conversation"])
@@ -123,7 +152,8 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
             if turn_id is None: return "Only the agent's replies can be rated."
             # Gradio sends True/"Like", False/"Dislike", or an empty value when a rating is clicked off again
             rating = "up" if data.liked in (True, "Like") else "down" if data.liked in (False, "Dislike") else "none"
-            agent.log.log_feedback(turn_id, rating)
+            try: agent.log.log_feedback(turn_id, rating)
+            except (ValueError, LogWriteError) as e: return f"⚠️ {e}"
             return {"up": "Logged 👍", "down": "Logged 👎", "none": "Rating withdrawn"}[rating] + f" for turn `{turn_id[:8]}`"
 
         outs = [box, chatbot, conversation, bubble_turns, session, status]
@@ -134,14 +164,17 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
 
         def chat(message: str, conversation_json: str = "") -> dict:
             "Send `message` (after the conversation in `conversation_json`, a JSON list of messages); returns the turn."
-            try: conv = check_conversation(json.loads(conversation_json) if conversation_json else [], 20 * agent.max_message_chars)
-            except (ValueError, RecursionError) as e: raise gr.Error(f"conversation_json: {e}")
-            return agent.turn(message, conv, "api")
+            try: conv = check_conversation(conversation_json, 20 * agent.max_message_chars, agent.seals)
+            except ValueError as e: raise gr.Error(f"conversation_json: {e}")
+            try: res = agent.turn(message, conv, "api")
+            except LogWriteError as e: raise gr.Error(str(e))
+            sealed = agent.seals.seal(res["conversation"])  # send it back as it is to go on with the conversation
+            return res | {"conversation": sealed, "new_messages": sealed[len(conv):]}
 
         def feedback(turn_id: str, rating: str, comment: str = "") -> dict:
             "Rate turn `turn_id` `up`, `down` or `none` (withdraw)."
             try: return {"feedback_id": agent.log.log_feedback(turn_id, rating, comment), "turn_id": turn_id, "rating": rating}
-            except ValueError as e: raise gr.Error(str(e))
+            except (ValueError, LogWriteError) as e: raise gr.Error(str(e))
 
         gr.api(chat, api_name="chat")
         gr.api(feedback, api_name="feedback")
@@ -152,13 +185,16 @@ def create_app(settings=None) -> tuple[gr.Blocks, Agent]:
     "The app for the project's promoted model, configured by settings.ini."
     settings = settings or load_settings()
     backend, info = load_backend(settings)
-    agent = Agent(backend, info, InteractionLog(settings.path("interactions")), settings.app.max_message_chars,
-                  settings.app.max_agent_steps, settings.app.max_new_tokens)
+    agent = Agent(backend, info, InteractionLog(settings.path("interactions"), settings.app.max_message_chars), settings.app.max_message_chars,
+                  settings.app.max_agent_steps, settings.app.max_new_tokens, seals=Seals.from_file(settings.path("cache") / "app-seal.key"))
     return build_app(agent), agent
+
+MAX_UPLOAD_BYTES = 1024
 
 def launch(settings=None, **kwargs):
     "Serve the app where settings.ini says."
     settings = settings or load_settings()
     demo, _ = create_app(settings)
     auth = tuple(settings.app.auth.split(":", 1)) if settings.app.auth else None
-    demo.queue(default_concurrency_limit=4).launch(server_name=settings.app.host, server_port=settings.app.port, auth=auth, **kwargs)
+    # the app takes no files: Gradio's upload route would otherwise accept any size
+    demo.queue(default_concurrency_limit=4).launch(server_name=settings.app.host, server_port=settings.app.port, auth=auth, max_file_size=MAX_UPLOAD_BYTES, **kwargs)

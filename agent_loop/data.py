@@ -12,6 +12,7 @@ from collections import Counter
 from datasets import Dataset
 from .tools import run_tool
 from .interactions import read_jsonl
+from .format import check_messages
 
 # %% auto #0
 __all__ = ['TASK_KINDS', 'normalize_prompt', 'generate_seed_tasks', 'load_interactions', 'scrub', 'conversation_hash', 'dedupe',
@@ -126,48 +127,42 @@ def generate_seed_tasks(n: int, seed: int) -> list[dict]:
     return tasks
 
 # %% ../nbs/07_data.ipynb #c011
-_ROLES = ("system", "user", "assistant", "tool")
-
-def _valid_turn(msgs, start) -> str | None:
-    "Why the turn `msgs[start:]` cannot be trained on (or its context is unusable), or None."
-    if not isinstance(msgs, list) or not msgs: return "no messages"
-    if not isinstance(start, int) or not 0 <= start < len(msgs): return "bad turn_start"
-    for m in msgs:
-        if not isinstance(m, dict) or m.get("role") not in _ROLES or not isinstance(m.get("content", ""), str): return "malformed message"
-        calls = m.get("tool_calls") or []
-        if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("arguments"), dict) for c in calls):
-            return "malformed tool call"
+def _training_turn(rec: dict) -> tuple[list[dict], int]:
+    "The checked messages of a logged turn and where the turn starts, or a ValueError saying why it cannot be trained on."
+    raw, start = rec.get("messages"), rec.get("turn_start", 0)
+    if not isinstance(raw, list) or not raw: raise ValueError("no messages")
+    if type(start) is not int or not 0 <= start < len(raw): raise ValueError("bad turn_start")
+    try: msgs = check_messages(raw)
+    except ValueError: raise ValueError("malformed message") from None
     turn = msgs[start:]
-    if turn[0]["role"] != "user": return "malformed message"
-    if any(m["role"] == "tool" and "error" in m for m in turn): return "a tool failed"
-    if any(m["role"] == "assistant" and m.get("error") for m in turn): return "the model's reply was malformed"
-    if turn[-1]["role"] != "assistant" or turn[-1].get("tool_calls"): return "the turn has no final answer"
-    return None
+    if turn[0]["role"] != "user": raise ValueError("malformed message")
+    if any(m["role"] == "tool" and "error" in m for m in turn): raise ValueError("a tool failed")
+    if any(m.get("role") == "assistant" and m.get("error") for m in raw[start:]): raise ValueError("the model's reply was malformed")
+    if turn[-1]["role"] != "assistant" or turn[-1].get("tool_calls"): raise ValueError("the turn has no final answer")
+    return msgs, start
 
-def _clean(m: dict) -> dict:
-    "Keep only the keys the tool-call format reads."
-    keep = {"system": ("role", "content"), "user": ("role", "content"), "tool": ("role", "name", "content", "error"),
-            "assistant": ("role", "content", "tool_calls")}[m["role"]]
-    return {k: m[k] for k in keep if k in m}
+def _brief(rec) -> str:
+    try: return json.dumps(rec, ensure_ascii=False)[:60]
+    except (ValueError, RecursionError): return "(unprintable)"
 
 def load_interactions(folder: Path, use_unrated: bool = True) -> tuple[list[dict], dict]:
-    "Training conversations from the app's logs in `folder`, and a report of what was kept and skipped."
+    "Training conversations from the app's logs in `folder`, and a report of what was kept and skipped. Never fails on a record."
     turns, ratings, problems = {}, {}, []
     for path in sorted(Path(folder).glob("*.jsonl")):
         recs, probs = read_jsonl(path); problems += probs
         for rec in recs:
             if rec.get("type") == "turn" and isinstance(rec.get("id"), str): turns[rec["id"]] = rec
-            elif rec.get("type") == "feedback" and rec.get("rating") in ("up", "down", "none"): ratings[rec.get("turn_id")] = rec["rating"]
-            else: problems.append(f"{path.name}: record {str(rec)[:60]} is neither a turn nor a feedback")
+            elif rec.get("type") == "feedback" and rec.get("rating") in ("up", "down", "none") and isinstance(rec.get("turn_id"), str): ratings[rec["turn_id"]] = rec["rating"]
+            else: problems.append(f"{path.name}: record {_brief(rec)} is neither a turn nor a feedback")
     kept, skipped = [], Counter()
     for tid, rec in turns.items():
         rating = ratings.get(tid, "none")
         if rating == "down": skipped["rated down"] += 1; continue
         if rating == "none" and not use_unrated: skipped["unrated"] += 1; continue
-        msgs, start = rec.get("messages"), rec.get("turn_start", 0)
-        if why := _valid_turn(msgs, start): skipped[why] += 1; continue
-        context = [_clean(m) for m in msgs[:start] if m["role"] != "system"]
-        turn = [_clean(m) for m in msgs[start:] if m["role"] != "system"]
+        try: msgs, start = _training_turn(rec)
+        except ValueError as e: skipped[str(e)] += 1; continue
+        context = [m for m in msgs[:start] if m["role"] != "system"]
+        turn = [m for m in msgs[start:] if m["role"] != "system"]
         kept.append({"id": f"log-{tid}", "source": "interactions", "kind": "interaction", "rating": rating,
                      "prompt": turn[0]["content"], "supervise_from": len(context), "messages": context + turn})
     return kept, {"turns": len(turns), "feedback": len(ratings), "kept": len(kept), "skipped": dict(skipped), "problems": problems}

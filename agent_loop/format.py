@@ -12,8 +12,45 @@ from dataclasses import dataclass, field
 import jsonschema
 
 # %% auto #0
-__all__ = ['START', 'END', 'CALL_OPEN', 'CALL_CLOSE', 'RESULT_OPEN', 'RESULT_CLOSE', 'PREAMBLE', 'signature', 'describe_tools',
-           'format_call', 'format_result', 'render_segments', 'render', 'Reply', 'parse_reply']
+__all__ = ['ROLES', 'MAX_DEPTH', 'START', 'END', 'CALL_OPEN', 'CALL_CLOSE', 'RESULT_OPEN', 'RESULT_CLOSE', 'PREAMBLE',
+           'LOOKALIKE_LT', 'json_depth', 'check_messages', 'escape', 'signature', 'describe_tools', 'format_call',
+           'format_result', 'render_segments', 'render', 'Reply', 'parse_reply']
+
+# %% ../nbs/01_format.ipynb #c004b
+ROLES = ("system", "user", "assistant", "tool")
+MAX_DEPTH = 8  # levels of nesting allowed in a tool call's arguments
+_KEYS = {"system": ("role", "content"), "user": ("role", "content"), "assistant": ("role", "content", "tool_calls"), "tool": ("role", "name", "content", "error")}
+
+def json_depth(value, limit: int = 64) -> int:
+    "How deeply lists and dicts nest in `value` (a scalar is 0), counted without recursion and up to `limit`."
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d + 1)
+            if deepest >= limit: return deepest
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def check_messages(messages, roles: tuple = ROLES) -> list[dict]:
+    "`messages` reduced to the keys the format reads, or a ValueError that names the first malformed message."
+    if not isinstance(messages, list): raise ValueError("a conversation must be a list of messages")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in roles: raise ValueError(f"message {i}: role must be one of {', '.join(roles)}")
+        role, calls = m["role"], m.get("tool_calls") or []
+        if not isinstance(m.get("content", ""), str) or (role in ("system", "user") and "content" not in m): raise ValueError(f"message {i}: content must be text")
+        if role == "tool" and not (isinstance(m.get("name"), str) and m["name"]): raise ValueError(f"message {i}: a tool message needs the tool's name")
+        if role == "tool" and not isinstance(m.get("error", ""), str): raise ValueError(f"message {i}: a tool's error must be text")
+        if role == "assistant":
+            if not (isinstance(calls, list) and all(isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("arguments"), dict) for c in calls)):
+                raise ValueError(f"message {i}: tool_calls must be a list of {{name, arguments}} objects")
+            if any(json_depth(c["arguments"], MAX_DEPTH + 1) > MAX_DEPTH for c in calls): raise ValueError(f"message {i}: tool arguments nest deeper than {MAX_DEPTH} levels")
+        clean = {k: m[k] for k in _KEYS[role] if k in m}
+        if calls: clean["tool_calls"] = [{"name": c["name"], "arguments": c["arguments"]} for c in calls]
+        out.append(clean)
+    return out
 
 # %% ../nbs/01_format.ipynb #c005
 START, END = "<start_of_turn>", "<end_of_turn>"
@@ -21,6 +58,15 @@ CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 RESULT_OPEN, RESULT_CLOSE = "<tool_result>", "</tool_result>"
 PREAMBLE = (f'Call tools with {CALL_OPEN}{{"name": ..., "arguments": {{...}}}}{CALL_CLOSE}, one line per call; '
             "then answer briefly from the results. If no tool fits, answer directly.\nTools:")
+
+# %% ../nbs/01_format.ipynb #c005b
+# <start_of_turn>, <eos>, <unused7>, </tool_call>: every Gemma control token and every tag of this format has this shape
+_TAG_SHAPED = re.compile(r"<(/?[A-Za-z_][A-Za-z0-9_]*>)")
+LOOKALIKE_LT = "\uff1c"  # FULLWIDTH LESS-THAN SIGN: reads like "<", is never markup
+
+def escape(text: str) -> str:
+    "`text` with every tag-shaped run (`<name>`, `</name>`) defused, so that it can be neither a control token nor this format's markup."
+    return _TAG_SHAPED.sub(LOOKALIKE_LT + r"\1", text)
 
 # %% ../nbs/01_format.ipynb #c007
 def signature(tool: dict) -> str:
@@ -32,7 +78,7 @@ def signature(tool: dict) -> str:
         # short enums are spelled out; long ones belong in the tool's description, once
         kind = "|".join(json.dumps(v) for v in spec["enum"]) if len(spec.get("enum", [])) <= 4 and "enum" in spec else spec.get("type", "any")
         args.append(f"{name}{'' if name in required else '?'}: {kind}")
-    return f"- {tool['name']}({', '.join(args)}): {tool['description']}"
+    return escape(f"- {tool['name']}({', '.join(args)}): {tool['description']}")
 
 def describe_tools(tools: list[dict]) -> str:
     "The tool preamble that opens the first user turn."
@@ -41,30 +87,30 @@ def describe_tools(tools: list[dict]) -> str:
 # %% ../nbs/01_format.ipynb #c009
 def format_call(call: dict) -> str:
     "One tool call as the model writes it."
-    return f'{CALL_OPEN}{json.dumps({"name": call["name"], "arguments": call["arguments"]}, ensure_ascii=False)}{CALL_CLOSE}'
+    return CALL_OPEN + escape(json.dumps({"name": call["name"], "arguments": call["arguments"]}, ensure_ascii=False)) + CALL_CLOSE
 
 def format_result(message: dict) -> str:
     "One tool message as the model reads it."
     body = {"name": message["name"]}
     if message.get("error") is not None: body["error"] = message["error"]
     else: body["content"] = message.get("content", "")
-    return f"{RESULT_OPEN}{json.dumps(body, ensure_ascii=False)}{RESULT_CLOSE}"
+    return RESULT_OPEN + escape(json.dumps(body, ensure_ascii=False)) + RESULT_CLOSE
 
 # %% ../nbs/01_format.ipynb #c012
 def _assistant_body(m: dict) -> str:
     calls = m.get("tool_calls") or []
-    return "\n".join(map(format_call, calls)) if calls else m.get("content", "")
+    return "\n".join(map(format_call, calls)) if calls else escape(m.get("content", ""))
 
 def render_segments(messages: list[dict], tools: list[dict], add_generation_prompt: bool = False) -> list[tuple[str, bool]]:
-    "`messages` as (text, is_model_output) pieces in the Gemma turn format, tools described in the first user turn."
-    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    "`messages` as (text, is_model_output) pieces in the Gemma turn format, tools described in the first user turn; all text but the format's own markup is `escape`d."
+    system = escape("\n\n".join(m["content"] for m in messages if m["role"] == "system"))
     segs, first_user, i = [], True, 0
     msgs = [m for m in messages if m["role"] != "system"]
     while i < len(msgs):
         m = msgs[i]
         if m["role"] == "user":
             head = "\n\n".join(p for p in ([describe_tools(tools)] if first_user and tools else []) + ([system] if first_user and system else []) if p)
-            text = f"{head}\n\n{m['content']}" if head else m["content"]
+            text = f"{head}\n\n{escape(m['content'])}" if head else escape(m["content"])
             segs.append((f"{START}user\n{text}{END}\n", False)); first_user = False
         elif m["role"] == "assistant":
             segs.append((f"{START}model\n", False))

@@ -6,23 +6,28 @@ Docs: https://github.com/agent-loop/agent-loop/interactions.html.md"""
 
 # %% ../nbs/06_interactions.ipynb #c003
 from __future__ import annotations
-import datetime, fcntl, json, os, uuid
+import datetime, fcntl, json, os, threading, uuid
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['InteractionLog', 'read_jsonl']
+__all__ = ['LogWriteError', 'InteractionLog', 'read_jsonl']
 
 # %% ../nbs/06_interactions.ipynb #c005
 def _now() -> str: return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
+class LogWriteError(OSError):
+    "A record could not be written whole (a full disk, a quota); none of it was kept."
+
 class InteractionLog:
     "Append-only JSON-lines log of turns and feedback in `folder`."
-    def __init__(self, folder: Path): self.folder = Path(folder)
+    def __init__(self, folder: Path, max_comment_chars: int = 2000):
+        self.folder, self.max_comment_chars = Path(folder), max_comment_chars
+        self._turn_ids, self._read_upto, self._index_lock = set(), {}, threading.Lock()
 
     def path(self) -> Path: return self.folder / f"{datetime.date.today().isoformat()}.jsonl"
 
     def append(self, record: dict) -> dict:
-        "Append one record durably; returns it."
+        "Append one record durably and return it; or raise `LogWriteError` and leave the file as it was."
         line = (json.dumps(record, ensure_ascii=True) + "\n").encode()  # ASCII: a lone surrogate cannot break the write
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path(), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
@@ -30,7 +35,15 @@ class InteractionLog:
             fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n": line = b"\n" + line  # isolate a torn last line
-            os.write(fd, line); os.fsync(fd)
+            try:
+                done = 0
+                while done < len(line):  # a write may be short on a full disk, a quota or a file-size limit
+                    done += os.write(fd, line[done:]) or 0
+                os.fsync(fd)
+            except OSError as e:
+                try: os.ftruncate(fd, size)  # take the partial line back: a record is whole or absent
+                except OSError: pass  # then it stays a torn line, which readers skip and the next append isolates
+                raise LogWriteError(f"could not write to {self.path()} ({e.strerror or e}); nothing was recorded") from None
         finally: os.close(fd)
         return record
 
@@ -38,12 +51,32 @@ class InteractionLog:
         "Log a finished turn (the whole conversation; this turn starts at `messages[turn_start]`); returns its id."
         rec = {"type": "turn", "id": uuid.uuid4().hex, "ts": _now(), "session_id": session_id, "model": model,
                "turn_start": turn_start, "messages": messages, "stats": stats or {}}
-        return self.append(rec)["id"]
+        self.append(rec)
+        with self._index_lock: self._turn_ids.add(rec["id"])
+        return rec["id"]
+
+    def has_turn(self, turn_id: str) -> bool:
+        "Whether the log holds a turn with this id (reading only what was appended since the last look)."
+        with self._index_lock:
+            if turn_id in self._turn_ids: return True
+            for path in sorted(self.folder.glob("*.jsonl")):
+                start = self._read_upto.get(path.name, 0)
+                with open(path, "rb") as f: f.seek(start); chunk = f.read()
+                end = chunk.rfind(b"\n") + 1  # a line still being written is read next time
+                for line in chunk[:end].splitlines():
+                    try: rec = json.loads(line)
+                    except (ValueError, RecursionError): continue
+                    if isinstance(rec, dict) and rec.get("type") == "turn" and isinstance(rec.get("id"), str): self._turn_ids.add(rec["id"])
+                self._read_upto[path.name] = start + end
+            return turn_id in self._turn_ids
 
     def log_feedback(self, turn_id: str, rating: str, comment: str = "") -> str:
-        "Log a thumbs up or down (or `none`: withdrawn) on turn `turn_id`; returns the feedback's id. The latest rating of a turn counts."
-        if rating not in ("up", "down", "none"): raise ValueError(f"rating must be 'up', 'down' or 'none', got {rating!r}")
+        "Log a thumbs up or down (or `none`: withdrawn) on an existing turn `turn_id`; returns the feedback's id. The latest rating of a turn counts."
+        if rating not in ("up", "down", "none"): raise ValueError(f"rating must be 'up', 'down' or 'none', got {str(rating)[:20]!r}")
         if not isinstance(turn_id, str) or not turn_id: raise ValueError("feedback needs the id of the turn it judges")
+        if len(turn_id) > 64 or not self.has_turn(turn_id): raise ValueError(f"no turn with id {turn_id[:64]!r} was logged here")
+        if not isinstance(comment, str): raise ValueError("the comment must be text")
+        if len(comment) > self.max_comment_chars: raise ValueError(f"the comment is {len(comment):,} characters; the limit is {self.max_comment_chars:,}")
         return self.append({"type": "feedback", "id": uuid.uuid4().hex, "ts": _now(), "turn_id": turn_id, "rating": rating, "comment": comment})["id"]
 
 # %% ../nbs/06_interactions.ipynb #c006

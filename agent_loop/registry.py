@@ -6,7 +6,7 @@ Docs: https://github.com/agent-loop/agent-loop/registry.html.md"""
 
 # %% ../nbs/05_registry.ipynb #c003
 from __future__ import annotations
-import datetime, hashlib, json, os, tempfile
+import datetime, hashlib, json, os, re, tempfile
 from pathlib import Path
 
 # %% auto #0
@@ -33,13 +33,18 @@ def write_json_atomic(path: Path, data) -> Path:
     return path
 
 # %% ../nbs/05_registry.ipynb #c006
-def check_gguf(path: Path, sha256: str | None = None) -> Path:
+def _sha256_problem(value) -> str | None:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", value): return f"sha256 must be 64 hexadecimal digits, got {str(value)[:70]!r}"
+    return None
+
+def check_gguf(path: Path, sha256: str) -> Path:
     "`path` if it is a readable GGUF file with the expected sha256, else a `ModelFileError` saying what is wrong."
     path = Path(path)
+    if why := _sha256_problem(sha256): raise ModelFileError(f"{path}: {why}")
     if not path.is_file(): raise ModelFileError(f"model file not found: {path}")
     with open(path, "rb") as f: magic = f.read(4)
     if magic != b"GGUF": raise ModelFileError(f"{path} is not a GGUF file (it starts with {magic!r}); it may be corrupt or truncated")
-    if sha256 and (actual := sha256_file(path)) != sha256:
+    if (actual := sha256_file(path)) != sha256.lower():
         raise ModelFileError(f"{path} has sha256 {actual[:12]}…, but its manifest says {sha256[:12]}…: the file was changed or is corrupt")
     return path
 
@@ -59,17 +64,21 @@ def list_versions(registry: Path) -> list[dict]:
         except json.JSONDecodeError: continue
     return out
 
-def read_current(current: Path) -> dict | None:
-    "The promoted model's record, or None when nothing has been promoted yet."
-    current = Path(current)
+def read_current(current: Path, root: Path) -> dict | None:
+    "The promoted model's record, or None when nothing has been promoted yet; a `ModelFileError` with a one-line message when `current` is malformed."
+    current, root = Path(current), Path(root).resolve()
     if not current.exists(): return None
+    fix = "promote a registry version again to restore it"
     try: rec = json.loads(current.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{current} is not valid JSON ({type(e).__name__}); promote a registry version again to restore it") from None
-    if not isinstance(rec, dict): raise ModelFileError(f"{current} must hold a JSON object with version, gguf and sha256")
-    missing = {"version", "gguf", "sha256"} - set(rec)
-    if missing: raise ModelFileError(f"{current} lacks {', '.join(sorted(missing))}")
-    return rec
+    except (ValueError, UnicodeDecodeError, RecursionError) as e: raise ModelFileError(f"{current} is not valid JSON ({type(e).__name__}); {fix}") from None
+    if not isinstance(rec, dict): raise ModelFileError(f"{current} must hold a JSON object with version, gguf and sha256; {fix}")
+    if missing := {"version", "gguf", "sha256"} - set(rec): raise ModelFileError(f"{current} lacks {', '.join(sorted(missing))}; {fix}")
+    for key in ("version", "gguf"):
+        if not isinstance(rec[key], str) or not rec[key] or len(rec[key]) > 500: raise ModelFileError(f"{current}: {key} must be a non-empty text, got {str(rec[key])[:70]!r}; {fix}")
+    if why := _sha256_problem(rec["sha256"]): raise ModelFileError(f"{current}: {why}; {fix}")
+    if "\0" in rec["gguf"] or not (root / rec["gguf"]).resolve().is_relative_to(root):
+        raise ModelFileError(f"{current}: gguf {rec['gguf'][:70]!r} points outside the project {root}; {fix}")
+    return rec | {"sha256": rec["sha256"].lower()}
 
 def promote(current: Path, manifest: dict, root: Path) -> dict:
     "Point `current` at the version described by `manifest`, atomically, and append the move to the registry's history."

@@ -27,11 +27,12 @@ class ContextOverflow(ValueError):
     "The conversation no longer fits the model's context window."
 
 class LlamaCppBackend:
-    "A GGUF model served in-process by llama.cpp; checks the file (and its sha256) before loading it."
-    def __init__(self, gguf: Path, sha256: str | None = None, threads: int = 0, context_length: int = 2048):
+    "A GGUF model served in-process by llama.cpp; checks the file and its sha256, then reads it into memory."
+    def __init__(self, gguf: Path, sha256: str, threads: int = 0, context_length: int = 2048):
         from llama_cpp import Llama
         self.path = check_gguf(gguf, sha256)
-        try: self.llm = Llama(str(self.path), n_threads=threads or os.cpu_count(), n_ctx=context_length, verbose=False)
+        # use_mmap=False: a memory-mapped file that is truncated or replaced under a running app kills it with SIGBUS
+        try: self.llm = Llama(str(self.path), n_threads=threads or os.cpu_count(), n_ctx=context_length, use_mmap=False, verbose=False)
         except Exception as e: raise ModelFileError(f"llama.cpp could not load {self.path}: {e}") from None
         self.context_length = context_length
         self.lock = threading.Lock()  # one Llama object must not serve two requests at once

@@ -32,13 +32,14 @@ def _object(required=None, **props):
 
 # %% ../nbs/02_tools.ipynb #c006
 def format_number(x: float) -> str:
-    "A number as people write it: integers without a decimal point, others to at most 6 decimals."
+    "A number as people write it: integers without a decimal point, others to at most 6 decimals; what is smaller in scientific notation."
     if isinstance(x, bool) or not isinstance(x, (int, float)): raise TypeError(f"not a number: {x!r}")
     if isinstance(x, int): return str(x)
     if not math.isfinite(x): raise ValueError("the result is not a finite number")
     if x.is_integer() and abs(x) < 1e15: return str(int(x))
     text = f"{x:.6f}".rstrip("0").rstrip(".")
-    return "0" if text == "-0" else text
+    if text in ("0", "-0"): return f"{x:.6g}" if x else "0"  # 4e-07, not a wrong 0
+    return text
 
 # %% ../nbs/02_tools.ipynb #c009
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
