@@ -37,8 +37,12 @@ class LlamaCppBackend:
         self.context_length = context_length
         self.lock = threading.Lock()  # one Llama object must not serve two requests at once
 
+    def tokenize(self, prompt: str) -> list[int]:
+        "Token ids of a prompt rendered by `agent_loop.format`: its markup becomes control tokens, and `escape` saw to it that nothing else can."
+        return self.llm.tokenize(prompt.encode(), add_bos=True, special=True)
+
     def complete(self, prompt: str, max_tokens: int = 128) -> Completion:
-        ids = self.llm.tokenize(prompt.encode(), add_bos=True, special=True)
+        ids = self.tokenize(prompt)
         if len(ids) + max_tokens > self.context_length:
             raise ContextOverflow(f"the conversation is {len(ids)} tokens; with {max_tokens} to generate it exceeds the {self.context_length}-token context")
         with self.lock:

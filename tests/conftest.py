@@ -72,8 +72,9 @@ RECIPE = {"n": 200, "seed": 11, "steps": 70, "lr": 1.5e-3, "warmup": 4, "batch":
 
 def self_test(gguf: Path) -> list[str]:
     "What the model at `gguf` got wrong on SELF_TEST, through the app's own agent loop (empty when it passed)."
+    from agent_loop.registry import sha256_file
     from agent_loop.serving import LlamaCppBackend, run_agent
-    backend, failures = LlamaCppBackend(gguf, context_length=1024), []
+    backend, failures = LlamaCppBackend(gguf, sha256_file(gguf), context_length=1024), []
     try:
         for question, tool, result in SELF_TEST:
             new, _ = run_agent([{"role": "user", "content": question}], backend)

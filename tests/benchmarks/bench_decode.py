@@ -9,12 +9,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from agent_loop.format import render
+from agent_loop.registry import sha256_file
 from agent_loop.serving import LlamaCppBackend
 from agent_loop.tools import tool_schemas
 
 def main(gguf: Path, rounds: int = 5, tokens: int = 64):
     prompt = render([{"role": "user", "content": "Tell me about the history of the calculator in a few sentences."}], tool_schemas())
-    ours = LlamaCppBackend(gguf, context_length=2048)
+    ours = LlamaCppBackend(gguf, sha256_file(gguf), context_length=2048)
     from llama_cpp import Llama
     raw = Llama(str(gguf), n_threads=os.cpu_count(), n_ctx=2048, verbose=False)
     ids = raw.tokenize(prompt.encode(), add_bos=True, special=True)
