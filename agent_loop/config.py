@@ -12,9 +12,9 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['QUANT_TYPES', 'ConfigError', 'DataParams', 'ModelParams', 'TrainParams', 'GateParams', 'EvaluateParams',
-           'ExportParams', 'Params', 'from_dict', 'project_root', 'load_params', 'params_dict', 'AppSettings',
-           'ServingSettings', 'WandbSettings', 'PathSettings', 'Settings', 'load_settings']
+__all__ = ['QUANT_TYPES', 'ConfigError', 'DataParams', 'ToolsParams', 'ModelParams', 'TrainParams', 'GateParams',
+           'EvaluateParams', 'ExportParams', 'Params', 'from_dict', 'project_root', 'load_params', 'params_dict',
+           'AppSettings', 'ServingSettings', 'WandbSettings', 'PathSettings', 'Settings', 'load_settings']
 
 # %% ../nbs/00_config.ipynb #c005
 class ConfigError(ValueError):
@@ -39,10 +39,21 @@ def _opt(default, check=None, help=""):
 @dataclass
 class DataParams:
     seed: int = _opt(7)
-    n_examples: int = _opt(640, _positive, "tool-use tasks generated into data/seed")
+    n_examples: int = _opt(400, _positive, "conversations generated for the built-in tools (when tools.toolsets names builtin)")
+    corpus_examples: int = _opt(400, _non_negative, "examples of the generated function-calling corpus (agent_loop.corpus) for training and validation")
+    heldout_families: float = _opt(0.2, _share, "share of the corpus's function families held out of training entirely, for the test split")
+    heldout_examples: int = _opt(60, _non_negative, "test examples generated from the held-out families")
+    mix_simple: float = _opt(0.3, _rate, "corpus share: one tool offered, one call")
+    mix_multiple: float = _opt(0.3, _rate, "corpus share: several tools offered, one call")
+    mix_parallel: float = _opt(0.2, _rate, "corpus share: several calls at once")
+    mix_irrelevance: float = _opt(0.2, _rate, "corpus share: no offered tool fits, answer directly")
     val_fraction: float = _opt(0.1, _share)
     test_fraction: float = _opt(0.1, _share)
     use_unrated_interactions: bool = _opt(True, help="train on logged turns nobody rated (rated-down turns are always dropped)")
+
+@dataclass
+class ToolsParams:
+    toolsets: list[str] = field(default_factory=lambda: ["builtin"], metadata=dict(check=None, help="toolset modules the model is trained for: builtin and/or .py files under toolsets/"))
 
 @dataclass
 class ModelParams:
@@ -55,8 +66,8 @@ class TrainParams:
     epochs: int = _opt(1, _positive)
     batch_size: int = _opt(4, _positive)
     grad_accum: int = _opt(1, _positive)
-    lr: float = _opt(3e-4, _positive)
-    warmup_steps: int = _opt(10, _non_negative)
+    lr: float = _opt(1e-3, _positive)
+    warmup_steps: int = _opt(6, _non_negative)
     weight_decay: float = _opt(0.0, _non_negative)
     max_steps: int = _opt(0, _non_negative, "0: the whole data set for `epochs` epochs")
     lora_r: int = _opt(16, _positive)
@@ -90,6 +101,7 @@ class ExportParams:
 
 @dataclass
 class Params:
+    tools: ToolsParams = field(default_factory=ToolsParams)
     data: DataParams = field(default_factory=DataParams)
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
@@ -114,6 +126,10 @@ def _coerce(value, typ, where):
         except (TypeError, ValueError): raise ConfigError(f"{where}: expected a number, got {value!r}") from None
         if not math.isfinite(out): raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return out
+    if typing.get_origin(typ) is list:
+        if isinstance(value, str): value = [v.strip() for v in value.split(",") if v.strip()]  # `-S tools.toolsets=a,b`
+        if not isinstance(value, list): raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, typing.get_args(typ)[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if typ is str:
         if isinstance(value, (dict, list)): raise ConfigError(f"{where}: expected text, got {value!r}")
         return "" if value is None else str(value)

@@ -1,4 +1,4 @@
-"""The tool-use tasks the project generates, the interaction logs the app writes, and how both become deterministic train/val/test splits.
+"""What the model learns from and is tested on: the toolsets' own examples, a broad generated function-calling corpus with whole function families held out for testing, and the app's interaction logs, as deterministic train/val/test splits.
 
 Docs: https://github.com/agent-loop/agent-loop/data.html.md"""
 
@@ -10,13 +10,14 @@ import datetime, hashlib, json, random, re
 from pathlib import Path
 from collections import Counter
 from datasets import Dataset
-from .tools import run_tool
+from .tools import BUILTIN, DEFAULT_TOOLS, Toolset, load_toolsets, run_tool
 from .interactions import read_jsonl
 from .format import check_messages
+from . import corpus
 
 # %% auto #0
-__all__ = ['TASK_KINDS', 'normalize_prompt', 'generate_seed_tasks', 'load_interactions', 'scrub', 'conversation_hash', 'dedupe',
-           'split_examples', 'write_splits', 'load_split', 'prepare']
+__all__ = ['TASK_KINDS', 'normalize_prompt', 'generate_seed_tasks', 'toolset_examples', 'category', 'load_interactions', 'scrub',
+           'conversation_hash', 'dedupe', 'split_examples', 'write_splits', 'load_split', 'prepare']
 
 # %% ../nbs/07_data.ipynb #c005
 _NUM_WORDS = {"+": ["plus", "+"], "-": ["minus", "-"], "*": ["times", "*", "multiplied by"], "/": ["divided by", "/"]}
@@ -99,11 +100,11 @@ TASK_KINDS = {"calculator": (_calc_task, 0.30), "convert_units": (_convert_task,
               "count_letter": (_count_task, 0.12), "multi": (_multi_task, 0.08), "no_tool": (_chat_task, 0.18)}
 
 # %% ../nbs/07_data.ipynb #c006
-def _conversation(ask: str, calls: list[dict], answer) -> list[dict]:
+def _conversation(ask: str, calls: list[dict], answer, tools=DEFAULT_TOOLS) -> list[dict]:
     "Run the calls for real and build the full conversation."
     msgs = [{"role": "user", "content": ask}]
     if calls:
-        results = [run_tool(c) for c in calls]
+        results = [run_tool(c, tools) for c in calls]
         msgs += [{"role": "assistant", "content": "", "tool_calls": calls}, *results]
         return msgs + [{"role": "assistant", "content": answer([r.get("content", r.get("error")) for r in results])}]
     return msgs + [{"role": "assistant", "content": answer([])}]
@@ -125,6 +126,27 @@ def generate_seed_tasks(n: int, seed: int) -> list[dict]:
         seen.add(normalize_prompt(ask))
         tasks.append({"id": f"seed-{len(tasks):05d}", "source": "seed", "kind": kind, "messages": _conversation(ask, calls, answer)})
     return tasks
+
+# %% ../nbs/07_data.ipynb #c009b
+def toolset_examples(toolset: Toolset, n_builtin: int, seed: int) -> list[dict]:
+    "Conversations for `toolset`: `n_builtin` generated ones for the built-in tools (when it includes them) and one per declared example; each offers every tool of the toolset."
+    specs = [m["spec"] for m in toolset.record["toolsets"]]
+    out = generate_seed_tasks(n_builtin, seed) if BUILTIN in specs else []
+    for i, ex in enumerate(toolset.examples):
+        answer = (lambda r, a=ex["answer"]: a.format(*r)) if ex["answer"] else (lambda r: "; ".join(r))
+        msgs = _conversation(ex["request"], ex["calls"], answer, toolset.tools)
+        if failed := [m for m in msgs if m["role"] == "tool" and "error" in m]:
+            raise ValueError(f"{ex['toolset']}: the example {ex['request'][:60]!r} fails when run: {failed[0]['name']}: {failed[0]['error']}")
+        out.append({"id": f"example-{i:05d}", "source": "toolset", "kind": ex["calls"][0]["name"] if ex["calls"] else "no_tool", "messages": msgs})
+    return [ex | {"tools": toolset.schemas} for ex in out]
+
+def category(example: dict) -> str:
+    "BFCL's name for what an example asks of the model: irrelevance (no call), simple (one tool offered, one call), multiple (one call among several tools) or parallel (several calls at once)."
+    first = next(m for m in example["messages"] if m["role"] == "assistant")
+    calls = first.get("tool_calls") or []
+    if not calls: return "irrelevance"
+    if len(calls) > 1: return "parallel"
+    return "simple" if len(example["tools"]) == 1 else "multiple"
 
 # %% ../nbs/07_data.ipynb #c011
 def _training_turn(rec: dict) -> tuple[list[dict], int]:
@@ -192,27 +214,35 @@ def dedupe(examples: list[dict]) -> list[dict]:
     return out
 
 # %% ../nbs/07_data.ipynb #c017
-def split_examples(seed_tasks: list[dict], interactions: list[dict], val_fraction: float, test_fraction: float, seed: int) -> dict[str, Dataset]:
-    "Deterministic train/val/test `Dataset`s; interactions go to train only, minus any whose request is held out."
-    def to_row(ex): return {"id": ex["id"], "source": ex["source"], "kind": ex["kind"],
-                            "prompt": ex.get("prompt") or next(m["content"] for m in ex["messages"] if m["role"] == "user"),
-                            "supervise_from": ex.get("supervise_from", 0),
-                            "messages": json.dumps(ex["messages"], ensure_ascii=False, sort_keys=True)}
-    def split(ds, test_size):
-        try: return ds.train_test_split(test_size=test_size, seed=seed, stratify_by_column="kind")
-        except ValueError: return ds.train_test_split(test_size=test_size, seed=seed)  # some kind too rare to stratify (tiny data sets)
-    ds = Dataset.from_list([to_row(ex) for ex in seed_tasks]).class_encode_column("kind")
-    held = split(ds, val_fraction + test_fraction)
-    val_test = split(held["test"], test_fraction / (val_fraction + test_fraction))
-    splits = {"train": held["train"], "val": val_test["train"], "test": val_test["test"]}
+_COLUMNS = ("id", "source", "kind", "category", "suite", "prompt", "supervise_from", "tools", "messages")
+
+def _row(ex: dict, suite: str) -> dict:
+    return {"id": ex["id"], "source": ex["source"], "kind": ex["kind"], "category": category(ex), "suite": suite,
+            "prompt": ex.get("prompt") or next(m["content"] for m in ex["messages"] if m["role"] == "user"),
+            "supervise_from": ex.get("supervise_from", 0), "tools": json.dumps(ex["tools"], ensure_ascii=False, sort_keys=True),
+            "messages": json.dumps(ex["messages"], ensure_ascii=False, sort_keys=True)}
+
+def _split(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    "`rows` split in two, the second about `fraction` of them, stratified by kind where every kind is common enough."
+    if len(rows) < 2 or fraction <= 0: return rows, []
+    ds = Dataset.from_list(rows).class_encode_column("kind")
+    try: parts = ds.train_test_split(test_size=fraction, seed=seed, stratify_by_column="kind")
+    except ValueError: parts = ds.train_test_split(test_size=fraction, seed=seed)  # some kind too rare to stratify (tiny data sets)
     names = ds.features["kind"].names
-    splits = {k: v.map(lambda r: {"kind_name": names[r["kind"]]}).remove_columns("kind").rename_column("kind_name", "kind") for k, v in splits.items()}
-    held_out = {normalize_prompt(p) for s in ("val", "test") for p in splits[s]["prompt"]}
-    extra = [row for row in map(to_row, interactions) if normalize_prompt(row["prompt"]) not in held_out]
-    if extra:
-        from datasets import concatenate_datasets
-        splits["train"] = concatenate_datasets([splits["train"], Dataset.from_list(extra).cast(splits["train"].features)])
-    return splits
+    return tuple([r | {"kind": names[r["kind"]]} for r in parts[k]] for k in ("train", "test"))
+
+def split_examples(own: list[dict], interactions: list[dict], val_fraction: float, test_fraction: float, seed: int,
+                   corpus_train: list[dict] = (), corpus_test: list[dict] = ()) -> dict[str, Dataset]:
+    """Deterministic train/val/test `Dataset`s. The toolsets' examples are split three ways (stratified by kind); the corpus of training
+    families two ways (train, val); the corpus of held-out families goes to test whole. Interactions go to train only, minus any whose request is held out."""
+    train, held = _split([_row(ex, "toolset") for ex in own], val_fraction + test_fraction, seed)
+    val, test = _split(held, test_fraction / (val_fraction + test_fraction), seed)
+    c_train, c_val = _split([_row(ex, "corpus") for ex in corpus_train], val_fraction, seed)
+    test += [_row(ex, "heldout") for ex in corpus_test]
+    held_out = {normalize_prompt(r["prompt"]) for r in val + test + c_val}
+    train += c_train + [r for r in (_row(ex, "interactions") for ex in interactions) if normalize_prompt(r["prompt"]) not in held_out]
+    return {name: Dataset.from_list(rows) if rows else Dataset.from_dict({k: [] for k in _COLUMNS})
+            for name, rows in (("train", train), ("val", val + c_val), ("test", test))}
 
 def write_splits(splits: dict[str, Dataset], folder: Path) -> dict:
     "Write each split as JSON lines; return each file's sha256 and one hash of the whole data set."
@@ -228,18 +258,27 @@ def load_split(path: Path) -> list[dict]:
     "A split written by `write_splits`, with conversations decoded."
     rows, problems = read_jsonl(Path(path))
     if problems: raise ValueError(f"{path} is corrupt: {problems[0]}")
-    return [r | {"messages": json.loads(r["messages"])} for r in rows]
+    return [r | {"messages": json.loads(r["messages"]), "tools": json.loads(r["tools"])} for r in rows]
 
 # %% ../nbs/07_data.ipynb #c020
-def prepare(params, interactions_dir: Path, out_dir: Path) -> dict:
-    "Generate seed tasks, merge the logs, scrub, dedupe, split and write; return the stage's statistics."
-    seed_tasks = generate_seed_tasks(params.data.n_examples, params.data.seed)
-    logged, report = load_interactions(interactions_dir, params.data.use_unrated_interactions)
-    logged = dedupe([ex | {"messages": scrub(ex["messages"])} for ex in logged])
-    splits = split_examples(seed_tasks, logged, params.data.val_fraction, params.data.test_fraction, params.data.seed)
+def prepare(params, root: Path, interactions_dir: Path, out_dir: Path) -> dict:
+    "Load the toolsets, generate their examples and the corpus, merge the logs, scrub, dedupe, split and write; return the stage's statistics."
+    d = params.data
+    toolset = load_toolsets(params.tools.toolsets, root)
+    own = toolset_examples(toolset, d.n_examples, d.seed)
+    train_families, test_families = corpus.split_families(d.seed, d.heldout_families)
+    mix = {"simple": d.mix_simple, "multiple": d.mix_multiple, "parallel": d.mix_parallel, "irrelevance": d.mix_irrelevance}
+    corpus_train = corpus.generate_corpus(d.corpus_examples, d.seed, train_families, mix) if d.corpus_examples else []
+    corpus_test = corpus.generate_corpus(d.heldout_examples, d.seed + 1, test_families, mix) if d.heldout_examples else []
+    logged, report = load_interactions(interactions_dir, d.use_unrated_interactions)
+    logged = dedupe([ex | {"messages": scrub(ex["messages"]), "tools": toolset.schemas} for ex in logged])
+    splits = split_examples(own, logged, d.val_fraction, d.test_fraction, d.seed, corpus_train, corpus_test)
     hashes = write_splits(splits, out_dir)
+    (Path(out_dir) / "toolset.json").write_text(json.dumps(toolset.record, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     stats = {"examples": {k: len(v) for k, v in splits.items()},
              "kinds": {k: dict(sorted(Counter(v["kind"]).items())) for k, v in splits.items()},
+             "categories": {k: dict(sorted(Counter(f"{s}/{c}" for s, c in zip(v["suite"], v["category"])).items())) for k, v in splits.items()},
+             "heldout_families": test_families, "toolset_sha256": toolset.record["sha256"],
              "interactions": report | {"in_train": sum(1 for s in splits["train"]["source"] if s == "interactions")}, **hashes}
     (Path(out_dir) / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     return stats

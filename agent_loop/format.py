@@ -69,16 +69,27 @@ def escape(text: str) -> str:
     return _TAG_SHAPED.sub(LOOKALIKE_LT + r"\1", text)
 
 # %% ../nbs/01_format.ipynb #c007
+def _kind(spec: dict) -> str:
+    "A JSON schema as a short type: enums spelled out, `[item]` for arrays, `{field: type}` for objects."
+    if spec.get("enum") and len(spec["enum"]) <= 12: return "|".join(json.dumps(v, ensure_ascii=False) for v in spec["enum"])
+    kind = spec.get("type", "any")
+    if kind == "array": return f"[{_kind(spec.get('items') or {})}]"
+    if kind == "object" and spec.get("properties"):
+        required = set(spec.get("required", []))
+        return "{" + ", ".join(f"{k}{'' if k in required else '?'}: {_kind(v)}" for k, v in spec["properties"].items()) + "}"
+    return "|".join(kind) if isinstance(kind, list) else str(kind)
+
+def _one_line(text) -> str: return " ".join(str(text or "").split())
+
 def signature(tool: dict) -> str:
-    "One line describing `tool` (a dict with name, description and a JSON-schema `parameters`)."
+    "`tool` (a dict with name, description and a JSON-schema `parameters`) as the model reads it: one line, then a line per described argument."
     props = tool["parameters"].get("properties", {})
     required = set(tool["parameters"].get("required", []))
-    args = []
-    for name, spec in props.items():
-        # short enums are spelled out; long ones belong in the tool's description, once
-        kind = "|".join(json.dumps(v) for v in spec["enum"]) if len(spec.get("enum", [])) <= 4 and "enum" in spec else spec.get("type", "any")
-        args.append(f"{name}{'' if name in required else '?'}: {kind}")
-    return escape(f"- {tool['name']}({', '.join(args)}): {tool['description']}")
+    args = [f"{name}{'' if name in required else '?'}: {_kind(spec)}" + (f" = {json.dumps(spec['default'], ensure_ascii=False)}" if "default" in spec else "")
+            for name, spec in props.items()]
+    lines = [f"- {tool['name']}({', '.join(args)}): {_one_line(tool.get('description'))}"]
+    lines += [f"    {name}: {_one_line(spec['description'])}" for name, spec in props.items() if _one_line(spec.get("description"))]
+    return escape("\n".join(lines))
 
 def describe_tools(tools: list[dict]) -> str:
     "The tool preamble that opens the first user turn."

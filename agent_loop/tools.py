@@ -1,4 +1,4 @@
-"""The tools the agent can call: a safe calculator, a unit converter, a calendar and a letter counter, each with a JSON schema, and `run_tool`, which turns any call into a tool message and never raises.
+"""What the agent can call: tools are plain typed Python functions with Google-style docstrings, grouped in toolset modules that `params.yaml` names; the built-in set (a safe calculator, a unit converter, a calendar, a letter counter); and `run_tool`, which turns any call into a tool message and never raises.
 
 Docs: https://github.com/agent-loop/agent-loop/tools.html.md"""
 
@@ -6,14 +6,16 @@ Docs: https://github.com/agent-loop/agent-loop/tools.html.md"""
 
 # %% ../nbs/02_tools.ipynb #c003
 from __future__ import annotations
-import ast, datetime, math, operator, re
-from dataclasses import dataclass
-from typing import Callable
+import ast, datetime, hashlib, importlib.util, inspect, json, math, operator, re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
 import jsonschema
 
 # %% auto #0
-__all__ = ['DEFAULT_TOOLS', 'Tool', 'format_number', 'calculate', 'convert_units', 'weekday', 'count_letter', 'tool_schemas',
-           'run_tool']
+__all__ = ['Unit', 'BUILTIN', 'DEFAULT_TOOLS', 'TOOLSETS_DIR', 'Tool', 'ToolsetError', 'tool_from_function', 'format_number',
+           'calculator', 'convert_units', 'weekday', 'count_letter', 'tool_schemas', 'run_tool', 'Toolset',
+           'schemas_sha256', 'load_toolsets', 'load_recorded_toolset']
 
 # %% ../nbs/02_tools.ipynb #c005
 @dataclass
@@ -26,9 +28,25 @@ class Tool:
     @property
     def schema(self) -> dict: return {"name": self.name, "description": self.description, "parameters": self.parameters}
 
-def _object(required=None, **props):
-    "A JSON schema for an object with `props`, all required unless `required` says otherwise."
-    return {"type": "object", "properties": props, "required": list(props) if required is None else required, "additionalProperties": False}
+class ToolsetError(ValueError):
+    "A toolset module or one of its tools cannot be used; the message names the module and the function."
+
+def tool_from_function(fn: Callable, where: str = "") -> Tool:
+    "`fn` as a `Tool`, its schema derived from type hints and a Google-style docstring; a `ToolsetError` naming the function otherwise."
+    from transformers.utils import get_json_schema  # the schema helper of transformers' chat templates
+    name = f"{where}: {getattr(fn, '__name__', fn)!s}" if where else str(getattr(fn, "__name__", fn))
+    if not inspect.isfunction(fn): raise ToolsetError(f"{name}: a tool must be a plain Python function, got {type(fn).__name__}")
+    try: spec = get_json_schema(fn)["function"]
+    except Exception as e: raise ToolsetError(f"{name}: {e}".split(" If you need a more complex schema")[0]) from None
+    params = spec.get("parameters") or {"type": "object", "properties": {}}
+    defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty}
+    for key, prop in params.get("properties", {}).items():
+        prop.pop("nullable", None)  # OpenAPI, not JSON schema: an optional argument is simply left out
+        if defaults.get(key) is not None:
+            try: prop["default"] = json.loads(json.dumps(defaults[key]))
+            except (TypeError, ValueError): raise ToolsetError(f"{name}: the default of {key!r} is not a JSON value: {defaults[key]!r}") from None
+    params = {"type": "object", "properties": params.get("properties", {}), "required": params.get("required", []), "additionalProperties": False}
+    return Tool(spec["name"], spec.get("description", "").strip(), params, fn)
 
 # %% ../nbs/02_tools.ipynb #c006
 def format_number(x: float) -> str:
@@ -69,8 +87,12 @@ def _eval(node):
 _WORD_OPS = [(re.compile(rf"\b{w}\b", re.I), op) for w, op in [("to the power of", "**"), ("multiplied by", "*"), ("divided by", "/"),
                                                                    ("times", "*"), ("plus", "+"), ("minus", "-"), ("over", "/")]]
 
-def calculate(expression: str) -> str:
-    "Evaluate an arithmetic `expression` safely; operators may also be written as words (`12 times 7`)."
+def calculator(expression: str) -> str:
+    """Arithmetic with + - * / ** and parentheses.
+
+    Args:
+        expression: The arithmetic expression, e.g. (3 + 4) * 12
+    """
     expr = expression.replace("×", "*").replace("÷", "/").replace("^", "**").strip()
     for rx, op in _WORD_OPS: expr = rx.sub(op, expr)
     if len(expr) > 200: raise ValueError("expression longer than 200 characters")
@@ -85,44 +107,60 @@ _UNITS = {  # unit: (dimension, factor to the base unit)
     "l": ("volume", 1.0), "ml": ("volume", 0.001), "gal": ("volume", 3.785411784),
     "C": ("temperature", None), "F": ("temperature", None), "K": ("temperature", None),
 }
+Unit = Literal[tuple(_UNITS)]
 
 def _to_kelvin(v, u): return {"C": v + 273.15, "F": (v - 32) * 5 / 9 + 273.15, "K": v}[u]
 def _from_kelvin(k, u): return {"C": k - 273.15, "F": (k - 273.15) * 9 / 5 + 32, "K": k}[u]
 
-def convert_units(value: float, from_unit: str, to_unit: str) -> str:
-    "Convert `value` from one unit to another of the same dimension."
+def convert_units(value: float, from_unit: Unit, to_unit: Unit) -> str:
+    """Convert a quantity between units of length, mass, volume or temperature.
+
+    Args:
+        value: The quantity to convert.
+        from_unit: The unit it is in.
+        to_unit: The unit wanted.
+    """
     (dim_a, fa), (dim_b, fb) = _UNITS[from_unit], _UNITS[to_unit]
     if dim_a != dim_b: raise ValueError(f"cannot convert {dim_a} ({from_unit}) to {dim_b} ({to_unit})")
     out = _from_kelvin(_to_kelvin(value, from_unit), to_unit) if dim_a == "temperature" else value * fa / fb
     return format_number(round(out, 3))
 
 def weekday(date: str) -> str:
-    "The day of the week of an ISO date (YYYY-MM-DD)."
+    """The day of the week of a date.
+
+    Args:
+        date: The date as YYYY-MM-DD.
+    """
     try: return datetime.date.fromisoformat(date).strftime("%A")
     except ValueError: raise ValueError(f"not a valid date (YYYY-MM-DD): {date!r}") from None
 
 def count_letter(text: str, letter: str) -> str:
-    "How many times `letter` occurs in `text`, ignoring case."
+    """How many times a letter occurs in a text, ignoring case.
+
+    Args:
+        text: The text to search.
+        letter: One letter.
+    """
     if len(letter) != 1: raise ValueError("letter must be a single character")
+    if len(text) > 1000: raise ValueError("text longer than 1000 characters")
     return str(text.lower().count(letter.lower()))
 
 # %% ../nbs/02_tools.ipynb #c014
-DEFAULT_TOOLS = [
-    Tool("calculator", "Arithmetic with + - * / ** and parentheses.",
-         _object(expression={"type": "string", "minLength": 1, "maxLength": 200}), calculate),
-    Tool("convert_units", f"Convert between units: {' '.join(_UNITS)}.",
-         _object(value={"type": "number"}, from_unit={"type": "string", "enum": list(_UNITS)}, to_unit={"type": "string", "enum": list(_UNITS)}), convert_units),
-    Tool("weekday", "Weekday of a YYYY-MM-DD date.",
-         _object(date={"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"}), weekday),
-    Tool("count_letter", "Count a letter in a text.",
-         _object(text={"type": "string", "maxLength": 1000}, letter={"type": "string", "minLength": 1, "maxLength": 1}), count_letter),
-]
+BUILTIN = "builtin"  # the name params.yaml uses for this module's own toolset
+DEFAULT_TOOLS = [tool_from_function(f, BUILTIN) for f in (calculator, convert_units, weekday, count_letter)]
 
 def tool_schemas(tools: list[Tool] = DEFAULT_TOOLS) -> list[dict]:
     "The schemas the model and the parser see."
     return [t.schema for t in tools]
 
 # %% ../nbs/02_tools.ipynb #c016
+def _as_text(value) -> str:
+    "A tool's return value as the text the model reads: JSON for lists and dicts, plain text otherwise."
+    if isinstance(value, (dict, list, tuple)):
+        try: return json.dumps(value, ensure_ascii=False, default=str)
+        except ValueError: pass
+    return str(value)
+
 def run_tool(call: dict, tools: list[Tool] = DEFAULT_TOOLS) -> dict:
     "Run one tool call `{name, arguments}` and return the tool message; never raises."
     name = call.get("name") if isinstance(call, dict) else None
@@ -132,5 +170,104 @@ def run_tool(call: dict, tools: list[Tool] = DEFAULT_TOOLS) -> dict:
     args = call.get("arguments")
     try: jsonschema.validate(args, tool.parameters)
     except jsonschema.ValidationError as e: return msg | {"error": f"invalid arguments: {e.message}"}
-    try: return msg | {"content": str(tool.fn(**args))}
+    try: return msg | {"content": _as_text(tool.fn(**args))}
     except Exception as e: return msg | {"error": f"{type(e).__name__}: {e}"}
+
+# %% ../nbs/02_tools.ipynb #c020
+TOOLSETS_DIR = "toolsets"  # where toolset modules live; dvc.yaml declares it as a dependency
+
+@dataclass
+class Toolset:
+    tools: list[Tool]
+    examples: list[dict] = field(default_factory=list)  # each with request, calls, answer and the toolset it came from
+    record: dict = field(default_factory=dict)          # what the registry manifest keeps: modules, schemas, hash
+
+    @property
+    def schemas(self) -> list[dict]: return tool_schemas(self.tools)
+
+def schemas_sha256(schemas: list[dict]) -> str:
+    "One hash of what the model sees of a toolset."
+    return hashlib.sha256(json.dumps(schemas, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+def _import_toolset(spec: str, root: Path):
+    "The module named by `spec` (`builtin` or a path under toolsets/), imported afresh, and its file (None for the built-in set, which the code commit pins)."
+    import sys
+    if spec == BUILTIN: return sys.modules[__name__], None
+    path = (Path(root) / spec).resolve()
+    folder = (Path(root) / TOOLSETS_DIR).resolve()
+    if path.suffix != ".py": raise ToolsetError(f"{spec}: a toolset is a Python module (.py file) or `{BUILTIN}`")
+    if not path.is_relative_to(folder): raise ToolsetError(f"{spec}: put toolset modules in {TOOLSETS_DIR}/ (e.g. {TOOLSETS_DIR}/{path.name}), the folder dvc.yaml watches, so that changing a tool retrains the model")
+    if not path.is_file(): raise ToolsetError(f"{spec}: file not found ({path})")
+    name = f"agent_loop_toolset_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+    module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(name, path))
+    sys.modules[name] = module  # dataclasses and type hints in the module look themselves up there
+    try: module.__loader__.exec_module(module)
+    except BaseException as e:
+        sys.modules.pop(name, None)
+        if isinstance(e, KeyboardInterrupt): raise
+        raise ToolsetError(f"{spec}: the module failed to import: {type(e).__name__}: {e}") from None
+    return module, path
+
+# %% ../nbs/02_tools.ipynb #c021
+def _module_tools(module, spec: str) -> list[Tool]:
+    if module.__name__ == __name__: return list(DEFAULT_TOOLS)
+    fns = getattr(module, "TOOLS", None)
+    if fns is None:
+        fns = sorted((f for n, f in vars(module).items() if inspect.isfunction(f) and not n.startswith("_") and f.__module__ == module.__name__),
+                     key=lambda f: f.__code__.co_firstlineno)
+    elif not isinstance(fns, (list, tuple)): raise ToolsetError(f"{spec}: TOOLS must be a list of functions")
+    if not fns: raise ToolsetError(f"{spec}: no tools (define public functions, or list them in TOOLS)")
+    return [tool_from_function(f, spec) for f in fns]
+
+def _check_examples(raw, spec: str, tools: list[Tool]) -> list[dict]:
+    "The module's EXAMPLES, checked against its tools, or a ToolsetError naming the first bad one."
+    if raw is None: return []
+    if not isinstance(raw, (list, tuple)): raise ToolsetError(f"{spec}: EXAMPLES must be a list of dicts")
+    by_name, out = {t.name: t for t in tools}, []
+    for i, ex in enumerate(raw):
+        where = f"{spec}: EXAMPLES[{i}]"
+        if not isinstance(ex, dict) or not isinstance(ex.get("request"), str) or not ex["request"].strip():
+            raise ToolsetError(f"{where}: needs a non-empty 'request' text")
+        if unknown := set(ex) - {"request", "calls", "answer"}: raise ToolsetError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (request, calls, answer)")
+        calls, answer = ex.get("calls", []), ex.get("answer")
+        if not isinstance(calls, list): raise ToolsetError(f"{where}: 'calls' must be a list of {{name, arguments}}")
+        for call in calls:
+            if not isinstance(call, dict) or set(call) != {"name", "arguments"}: raise ToolsetError(f"{where}: each call must be {{'name': ..., 'arguments': {{...}}}}")
+            if call["name"] not in by_name: raise ToolsetError(f"{where}: unknown tool {call['name']!r} (this module has {', '.join(by_name)})")
+            try: jsonschema.validate(call["arguments"], by_name[call["name"]].parameters)
+            except jsonschema.ValidationError as e: raise ToolsetError(f"{where}: arguments of {call['name']} do not match its schema: {e.message}") from None
+        if answer is not None and not isinstance(answer, str): raise ToolsetError(f"{where}: 'answer' must be text")
+        if not calls and not answer: raise ToolsetError(f"{where}: an example without calls needs an 'answer'")
+        try: (answer or "").format(*range(len(calls)))
+        except (IndexError, KeyError, ValueError): raise ToolsetError(f"{where}: the answer may only use {{0}}..{{{len(calls) - 1}}} for the results of its calls") from None
+        out.append({"request": ex["request"], "calls": calls, "answer": answer, "toolset": spec})
+    return out
+
+def load_toolsets(specs: list[str], root: Path) -> Toolset:
+    "The tools and examples of the toolsets `specs` (as in params.yaml `tools.toolsets`), checked; a `ToolsetError` naming the module and function otherwise."
+    if not specs: raise ToolsetError("tools.toolsets is empty: name at least one toolset (e.g. builtin)")
+    tools, examples, modules, owner = [], [], [], {}
+    for spec in specs:
+        module, path = _import_toolset(spec, root)
+        mine = _module_tools(module, spec)
+        for t in mine:
+            if t.name in owner: raise ToolsetError(f"{spec}: a tool named {t.name!r} is already defined in {owner[t.name]}; tool names must be unique")
+            owner[t.name] = spec
+        tools += mine
+        examples += _check_examples(getattr(module, "EXAMPLES", None) if module.__name__ != __name__ else None, spec, mine)
+        modules.append({"spec": spec, "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path else None, "tools": [t.name for t in mine]})
+    schemas = tool_schemas(tools)
+    return Toolset(tools, examples, {"toolsets": modules, "schemas": schemas, "sha256": schemas_sha256(schemas)})
+
+# %% ../nbs/02_tools.ipynb #c023
+def load_recorded_toolset(record: dict, root: Path) -> Toolset:
+    "The toolset `record` (from a registry manifest) describes, loaded again; a `ToolsetError` if its tools are no longer the ones the model was trained with."
+    try: specs, expected = [m["spec"] for m in record["toolsets"]], record["schemas"]
+    except (KeyError, TypeError): raise ToolsetError("the model's manifest records no toolset; export it again with this version of agent-loop") from None
+    toolset = load_toolsets(specs, root)
+    if toolset.record["sha256"] != schemas_sha256(expected):
+        was, now = {s["name"]: s for s in expected}, {s["name"]: s for s in toolset.schemas}
+        diff = [f"{n} removed" for n in was if n not in now] + [f"{n} added" for n in now if n not in was] + [f"{n} changed" for n in was if n in now and was[n] != now[n]]
+        raise ToolsetError(f"the tools in {', '.join(specs)} are not the ones this model was trained with ({'; '.join(diff) or 'order changed'}): "
+                           "retrain with `dvc repro`, or restore the toolset")
+    return toolset

@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .format import render, render_segments
-from .tools import tool_schemas
 
 # %% auto #0
 __all__ = ['tokenize_example', 'supervised_loss', 'collate', 'batches', 'lora_model', 'resolve_precision', 'evaluate_loss',
@@ -115,9 +114,8 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
     set_seed(tp.seed)
     precision = resolve_precision(tp.precision)
     model, tok = lora_model(base, tp)
-    tools = tool_schemas()
     def encode(rows):
-        encoded = [tokenize_example(r["messages"], tok, tools, mp.max_length, r.get("supervise_from", 0)) for r in rows]
+        encoded = [tokenize_example(r["messages"], tok, r["tools"], mp.max_length, r.get("supervise_from", 0)) for r in rows]
         return [e for e in encoded if e is not None], sum(e is None for e in encoded)
     train_ex, dropped = encode(train_rows)
     val_ex, _ = encode(val_rows)

@@ -5,7 +5,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PROJECT_FILES = ["agent_loop", "nbs", "dvc.yaml", "params.yaml", "settings.ini", "pyproject.toml", "app.py", "data/interactions/README.md", ".dvc/config", ".dvcignore"]
+PROJECT_FILES = ["agent_loop", "nbs", "toolsets", "dvc.yaml", "params.yaml", "settings.ini", "pyproject.toml", "app.py", "data/interactions/README.md", ".dvc/config", ".dvcignore"]
 
 
 def make_project(dest: Path) -> Path:
@@ -98,12 +98,14 @@ def trained_project(tmp_path_factory):
     from agent_loop.data import generate_seed_tasks, normalize_prompt
     from agent_loop.models import convert_to_gguf, merge_adapter, quantize_gguf, resolve_base
     from agent_loop.registry import new_version, promote, sha256_file, write_json_atomic
+    from agent_loop.tools import load_toolsets
     from agent_loop.train import train_lora
     import llama_cpp
     shaping = [(ROOT / "agent_loop" / f).read_bytes() for f in ("format.py", "tools.py", "data.py", "train.py", "models.py")] + [(ROOT / "params.yaml").read_bytes()]
     key = hashlib.sha256(json.dumps(RECIPE).encode() + llama_cpp.__version__.encode() + b"".join(shaping)).hexdigest()[:16]
     project = make_project(tmp_path_factory.mktemp("trained") / "project")
     settings = load_settings(project)
+    toolset = load_toolsets(["builtin"], project)
     cached = settings.path("cache") / "test-models" / f"agent-{key}.gguf"
     if not cached.exists():
         params = load_params(project / "params.yaml")
@@ -111,7 +113,7 @@ def trained_project(tmp_path_factory):
         tp.max_steps, tp.lr, tp.warmup_steps, tp.batch_size = RECIPE["steps"], RECIPE["lr"], RECIPE["warmup"], RECIPE["batch"]
         tp.precision, tp.first_token_weight = RECIPE["precision"], RECIPE["first_token_weight"]
         base = resolve_base("embedded:gemma3-270m", settings.path("cache"))
-        rows = generate_seed_tasks(RECIPE["n"], RECIPE["seed"])
+        rows = [r | {"tools": toolset.schemas} for r in generate_seed_tasks(RECIPE["n"], RECIPE["seed"])]
         assert not {normalize_prompt(q) for q, _, _ in SELF_TEST} & {normalize_prompt(r["messages"][0]["content"]) for r in rows}
         work = tmp_path_factory.mktemp("train")
         metrics = train_lora(base, rows, [], params, work / "adapter", progress=False)["metrics"]
@@ -126,7 +128,7 @@ def trained_project(tmp_path_factory):
     sha = sha256_file(cached)
     version = new_version(settings.path("registry"), sha)
     shutil.copyfile(cached, version / "model.gguf")
-    manifest = {"version": version.name, "gguf": str((version / "model.gguf").relative_to(project)), "sha256": sha}
+    manifest = {"version": version.name, "gguf": str((version / "model.gguf").relative_to(project)), "sha256": sha, "toolset": toolset.record}
     write_json_atomic(version / "manifest.json", manifest)
     promote(settings.path("current"), manifest, project)
     return project
