@@ -3,8 +3,9 @@ import sys
 from agent_loop.app import launch
 from agent_loop.config import ConfigError
 from agent_loop.registry import ModelFileError
+from agent_loop.tools import ToolsetError
 
 if __name__ == "__main__":
     try: launch()
-    except (ModelFileError, ConfigError) as e:
+    except (ModelFileError, ConfigError, ToolsetError) as e:
         sys.exit(f"agent-loop: {e}")

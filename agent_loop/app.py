@@ -1,4 +1,4 @@
-"""A Gradio agent chat that serves the promoted GGUF, shows every tool call and result, takes thumbs up/down, and appends every turn and every rating to `data/interactions/`.
+"""A Gradio agent chat that serves the promoted GGUF with exactly the toolset it was trained and evaluated with, shows the tools and every tool call and result, takes thumbs up/down, and appends every turn and every rating to `data/interactions/`.
 
 Docs: https://github.com/agent-loop/agent-loop/app.html.md"""
 
@@ -14,23 +14,35 @@ from .format import check_messages
 from .interactions import InteractionLog, LogWriteError
 from .registry import ModelFileError, read_current
 from .serving import LlamaCppBackend, OllamaBackend, run_agent
-from .tools import DEFAULT_TOOLS
+from .format import signature
+from .tools import DEFAULT_TOOLS, Toolset, ToolsetError, load_recorded_toolset
 
 # %% auto #0
-__all__ = ['MAX_UPLOAD_BYTES', 'load_backend', 'Agent', 'Seals', 'check_conversation', 'to_chat', 'build_app', 'create_app',
-           'launch']
+__all__ = ['MAX_UPLOAD_BYTES', 'load_backend', 'served_toolset', 'Agent', 'Seals', 'check_conversation', 'to_chat', 'build_app',
+           'create_app', 'launch']
 
 # %% ../nbs/12_app.ipynb #c005
 def load_backend(settings):
     "The configured backend for the promoted model, and that model's version and sha256."
     current = read_current(settings.path("current"), settings.root)
     if current is None:
-        raise ModelFileError(f"no promoted model: {settings.path('current')} does not exist. Run `dvc repro` (or `make demo`) to train, evaluate and export one.")
+        raise ModelFileError(f"no promoted model in {settings.path('current')}. Run `dvc repro` (or `make demo`) to train, evaluate and export one.")
     info = {"version": current["version"], "sha256": current["sha256"]}
     if settings.serving.backend == "ollama":
         return OllamaBackend(settings.serving.ollama_model or f"agent-loop:{current['version']}", settings.serving.ollama_host), info | {"backend": "ollama"}
     backend = LlamaCppBackend(settings.root / current["gguf"], current["sha256"], settings.serving.threads, settings.serving.context_length)
     return backend, info | {"backend": "llama_cpp"}
+
+def served_toolset(settings) -> Toolset:
+    "The toolset the promoted model was trained with, as its manifest records it, loaded and checked; a `ModelFileError` or `ToolsetError` saying what is wrong."
+    current = read_current(settings.path("current"), settings.root)
+    if current is None: raise ModelFileError(f"no promoted model in {settings.path('current')}. Run `dvc repro` (or `make demo`) to train, evaluate and export one.")
+    path = (settings.root / current["gguf"]).with_name("manifest.json")
+    try: manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e: raise ModelFileError(f"{path}: cannot read the model's manifest ({type(e).__name__}); promote a registry version again") from None
+    if not isinstance(manifest, dict) or manifest.get("sha256") != current["sha256"]:
+        raise ModelFileError(f"{path} does not describe the promoted GGUF {current['sha256'][:12]}…; promote a registry version again")
+    return load_recorded_toolset(manifest.get("toolset"), settings.root)
 
 # %% ../nbs/12_app.ipynb #c007
 class Agent:
@@ -124,10 +136,13 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
     "The Gradio app around `agent`."
     info = agent.model_info
     with gr.Blocks(title=title) as demo:
-        gr.Markdown(f"## 🔁 {title}\nA small Gemma agent with a calculator, a unit converter, a calendar and a letter counter. "
+        names = ", ".join(f"`{t.name}`" for t in agent.tools)
+        gr.Markdown(f"## 🔁 {title}\nA small Gemma agent that calls tools: {names}. "
                     f"Model **{info.get('version')}** (sha256 `{str(info.get('sha256'))[:12]}…`, {info.get('backend', '')}). "
                     "Rate answers with 👍/👎: every turn and rating is logged to `data/interactions/` and feeds the next `dvc repro`.")
-        chatbot = gr.Chatbot(height=480, label="agent", placeholder="Try: *What is 37 times 12?* or *What day of the week was 1969-07-20?*")
+        with gr.Accordion(f"Tools ({len(agent.tools)}): what the model reads", open=False):
+            gr.Code("\n".join(signature(t.schema) for t in agent.tools), language=None, label="tool descriptions", interactive=False)
+        chatbot = gr.Chatbot(height=480, label="agent", placeholder=f"Ask anything; the agent may call {names}.")
         conversation, bubble_turns, session = gr.State([]), gr.State([]), gr.State("")
         with gr.Row():
             box = gr.Textbox(placeholder="Ask something…", show_label=False, scale=8, max_length=None)
@@ -184,9 +199,10 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
 def create_app(settings=None) -> tuple[gr.Blocks, Agent]:
     "The app for the project's promoted model, configured by settings.ini."
     settings = settings or load_settings()
+    toolset = served_toolset(settings)  # before the model loads: a changed or broken toolset stops the app at once
     backend, info = load_backend(settings)
-    agent = Agent(backend, info, InteractionLog(settings.path("interactions"), settings.app.max_message_chars), settings.app.max_message_chars,
-                  settings.app.max_agent_steps, settings.app.max_new_tokens, seals=Seals.from_file(settings.path("cache") / "app-seal.key"))
+    agent = Agent(backend, info | {"toolset_sha256": toolset.record["sha256"]}, InteractionLog(settings.path("interactions"), settings.app.max_message_chars),
+                  settings.app.max_message_chars, settings.app.max_agent_steps, settings.app.max_new_tokens, tools=toolset.tools, seals=Seals.from_file(settings.path("cache") / "app-seal.key"))
     return build_app(agent), agent
 
 MAX_UPLOAD_BYTES = 1024

@@ -84,12 +84,18 @@ class GateParams:
     min_tool_call_accuracy: float = _opt(0.5, _rate)
     min_format_valid_rate: float = _opt(0.8, _rate)
     min_gain_over_base: float = _opt(0.2, lambda v: None if -1 <= v <= 1 else "must be in [-1, 1]")
-    max_regression_vs_current: float = _opt(0.02, _rate)
+    max_regression_vs_current: float = _opt(0.02, _rate, "overall tool-call accuracy may not fall more than this below the current model's")
+    max_category_regression: float = _opt(0.1, _rate, "nor any suite/category's accuracy more than this")
+    min_category_cases: int = _opt(10, _non_negative, "categories with fewer cases than this are shown but not gated (too noisy)")
 
 @dataclass
 class EvaluateParams:
     max_examples: int = _opt(0, _non_negative, "0: the whole test split")
-    max_new_tokens: int = _opt(64, _positive)
+    max_new_tokens: int = _opt(96, _positive)
+    bfcl_suites: list[str] = field(default_factory=lambda: ["simple_python", "multiple", "parallel", "irrelevance"],
+                                   metadata=dict(check=lambda v: None if set(v) <= {"simple_python", "multiple", "parallel", "irrelevance"} else "must be among simple_python, multiple, parallel, irrelevance",
+                                                 help="BFCL v4 non-live suites scored (evaluation only, never training)"))
+    bfcl_examples: int = _opt(20, _non_negative, "items per BFCL suite, a seeded sample; 0: every item")
     gate: GateParams = field(default_factory=GateParams)
 
 QUANT_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",

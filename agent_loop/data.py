@@ -219,7 +219,7 @@ _COLUMNS = ("id", "source", "kind", "category", "suite", "prompt", "supervise_fr
 def _row(ex: dict, suite: str) -> dict:
     return {"id": ex["id"], "source": ex["source"], "kind": ex["kind"], "category": category(ex), "suite": suite,
             "prompt": ex.get("prompt") or next(m["content"] for m in ex["messages"] if m["role"] == "user"),
-            "supervise_from": ex.get("supervise_from", 0), "tools": json.dumps(ex["tools"], ensure_ascii=False, sort_keys=True),
+            "supervise_from": ex.get("supervise_from", 0), "tools": json.dumps(ex["tools"], ensure_ascii=False),  # key order kept: arguments are shown in it
             "messages": json.dumps(ex["messages"], ensure_ascii=False, sort_keys=True)}
 
 def _split(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:

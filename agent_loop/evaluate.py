@@ -1,4 +1,4 @@
-"""Scores a model on the held-out test split through the serving backend: tool-call accuracy, format validity, no-call accuracy and answer accuracy; then decides whether the candidate may be promoted.
+"""Scores the GGUF that would ship, the base and the current model on the test split (the toolsets' examples and corpus functions never seen in training) and on BFCL, per category, by BFCL's rules; then decides whether the candidate may be promoted.
 
 Docs: https://github.com/agent-loop/agent-loop/evaluate.html.md"""
 
@@ -6,73 +6,100 @@ Docs: https://github.com/agent-loop/agent-loop/evaluate.html.md"""
 
 # %% ../nbs/10_evaluate.ipynb #c003
 from __future__ import annotations
-import json, math, os
+import hashlib, importlib.util, json, os, re, tempfile
 from pathlib import Path
 from .format import parse_reply, render
-from .tools import tool_schemas
+from .bfcl import check_calls, load_suite
 
 # %% auto #0
-__all__ = ['eval_cases', 'calls_match', 'score_case', 'summarize', 'evaluate_model', 'gate', 'base_gguf', 'candidate_gguf']
+__all__ = ['expected_calls', 'mentions', 'eval_cases', 'bfcl_cases', 'score_case', 'summarize', 'evaluate_model', 'gate',
+           'base_gguf', 'build_gguf', 'score_gguf', 'evaluate_candidate']
 
 # %% ../nbs/10_evaluate.ipynb #c005
+def expected_calls(calls: list[dict], tools: list[dict]) -> list[dict]:
+    "`calls` in BFCL's possible-answer form: every argument with its acceptable values; optional ones left out may also be omitted."
+    by_name, out = {t["name"]: t["parameters"] for t in tools}, []
+    for call in calls:
+        schema = by_name.get(call["name"], {})
+        required, props = set(schema.get("required", [])), schema.get("properties", {})
+        answer = {k: [v] + ([""] if k not in required and props.get(k, {}).get("default") == v else []) for k, v in call["arguments"].items()}
+        answer |= {k: ["", p["default"]] if "default" in p else [""] for k, p in props.items() if k not in required and k not in answer}
+        out.append({call["name"]: answer})
+    return out
+
+def _scalars(value):
+    "The numbers and texts inside a tool result (JSON parsed where it is JSON)."
+    if isinstance(value, str):
+        try: parsed = json.loads(value)
+        except ValueError: return [value]
+        return _scalars(parsed) if isinstance(parsed, (dict, list)) else [value]
+    if isinstance(value, dict): return [s for v in value.values() for s in _scalars(v)]
+    if isinstance(value, list): return [s for v in value for s in _scalars(v)]
+    return [] if value is None or isinstance(value, bool) else [str(value)]
+
+def mentions(text: str, value: str) -> bool:
+    "Whether `value` occurs in `text` as a whole token: `3` is not in `13` nor in `3.5`; case and surrounding spaces are ignored."
+    value = " ".join(str(value).split())
+    return bool(value) and re.search(r"(?<![\w.])" + re.escape(value) + r"(?![\w]|\.\d)", " ".join(text.split()), re.I) is not None
+
 def eval_cases(rows: list[dict]) -> list[dict]:
-    "Cases for the test conversations in `rows`."
+    "Cases for the test conversations in `rows` (as `data.load_split` returns them)."
     cases = []
     for r in rows:
-        msgs = r["messages"]
+        msgs, tools = r["messages"], r["tools"]
         first = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
         calls = msgs[first].get("tool_calls") or []
-        cases.append({"id": r["id"], "kind": r["kind"], "step": "first", "prompt": msgs[:first],
-                      "expect_calls": calls, "expect_text": None if calls else msgs[first]["content"]})
+        base = {"id": r["id"], "suite": r.get("suite", "toolset"), "category": r.get("category", "multiple" if calls else "irrelevance"), "kind": r["kind"], "tools": tools}
+        cases.append(base | {"step": "first", "prompt": msgs[:first], "expected": expected_calls(calls, tools)})
         if calls:
-            results = [m.get("content", "") for m in msgs if m["role"] == "tool"]
-            cases.append({"id": r["id"], "kind": r["kind"], "step": "final", "prompt": msgs[:-1], "expect_calls": [], "expect_results": results})
+            results = [s for m in msgs if m["role"] == "tool" for s in _scalars(m.get("content", ""))]
+            final = msgs[-1]["content"]
+            cases.append(base | {"step": "final", "prompt": msgs[:-1], "expect_values": [v for v in dict.fromkeys(results) if mentions(final, v)]})
     return cases
 
-# %% ../nbs/10_evaluate.ipynb #c006
-def _same_value(a, b) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
-        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
-    if isinstance(a, str) and isinstance(b, str): return "".join(a.split()).lower() == "".join(b.split()).lower()
-    return a == b
-
-def calls_match(expected: list[dict], actual: list[dict]) -> bool:
-    "Same tools, in the same order, with equal arguments (numbers to 1e-6, strings ignoring spaces and case)."
-    return len(expected) == len(actual) and all(
-        e["name"] == a["name"] and set(e["arguments"]) == set(a["arguments"]) and all(_same_value(v, a["arguments"][k]) for k, v in e["arguments"].items())
-        for e, a in zip(expected, actual))
+def bfcl_cases(suites: list[str], per_suite: int, cache_dir: Path, seed: int = 0) -> list[dict]:
+    "First-turn cases from BFCL's non-live `suites`, `per_suite` items each (a seeded sample; 0: all)."
+    return [{"id": item["id"], "suite": "bfcl", "category": name, "kind": name, "tools": item["tools"], "step": "first",
+             "prompt": item["messages"], "expected": item["expected"]} for name in suites for item in load_suite(name, cache_dir, per_suite, seed)]
 
 # %% ../nbs/10_evaluate.ipynb #c008
-def score_case(case: dict, output: str, tools: list[dict]) -> dict:
+def score_case(case: dict, output: str) -> dict:
     "How the model's raw `output` did on `case`."
-    reply = parse_reply(output, tools)
-    row = {"id": case["id"], "kind": case["kind"], "step": case["step"], "output": output[:500], "reply": reply.kind, "error": reply.error,
-           "format_valid": reply.kind != "error"}
-    if case["step"] == "first" and case["expect_calls"]: row["correct"] = reply.kind == "calls" and calls_match(case["expect_calls"], reply.calls)
-    elif case["step"] == "first": row["correct"] = reply.kind == "answer"
-    else: row["correct"] = reply.kind == "answer" and all(r.lower() in reply.text.lower() for r in case["expect_results"])
-    return row
+    reply = parse_reply(output, case["tools"])
+    row = {k: case[k] for k in ("id", "suite", "category", "kind", "step")} | {"output": output[:500], "reply": reply.kind, "format_valid": reply.kind != "error", "why": reply.error}
+    if reply.kind == "error": return row | {"correct": False}
+    if case["step"] == "first":
+        ok, why = check_calls({"category": case["category"], "tools": case["tools"], "expected": case["expected"]}, reply.calls)
+        return row | {"correct": ok, "why": why}
+    missing = [v for v in case["expect_values"] if not mentions(reply.text, v)]
+    return row | {"correct": reply.kind == "answer" and not missing,
+                  "why": "called a tool instead of answering" if reply.kind == "calls" else f"the answer lacks {', '.join(missing)[:120]}" if missing else ""}
+
+def _rate(rows, key="correct"):
+    rows = list(rows)
+    return round(sum(bool(r[key]) for r in rows) / len(rows), 4) if rows else None
 
 def summarize(rows: list[dict]) -> dict:
-    "The metrics the gate reads, from scored rows."
-    def rate(sel, key="correct"):
-        sel = list(sel); return round(sum(r[key] for r in sel) / len(sel), 4) if sel else None
-    first = [r for r in rows if r["step"] == "first"]
-    return {"tool_call_accuracy": rate(r for r in first if r["kind"] != "no_tool"),
-            "no_call_accuracy": rate(r for r in first if r["kind"] == "no_tool"),
-            "answer_accuracy": rate(r for r in rows if r["step"] == "final"),
-            "format_valid_rate": rate(rows, "format_valid"), "cases": len(rows)}
+    "The metrics the gate reads, from scored rows: overall rates on the project's own suites, and one accuracy per suite and category."
+    own = [r for r in rows if r["suite"] != "bfcl"]
+    first = [r for r in own if r["step"] == "first"]
+    groups = {}
+    for r in rows: groups.setdefault(f"{r['suite']}/{'answer' if r['step'] == 'final' else r['category']}", []).append(r)
+    return {"tool_call_accuracy": _rate(r for r in first if r["category"] != "irrelevance"),
+            "no_call_accuracy": _rate(r for r in first if r["category"] == "irrelevance"),
+            "answer_accuracy": _rate(r for r in own if r["step"] == "final"),
+            "format_valid_rate": _rate(own, "format_valid"), "cases": len(rows),
+            "categories": {k: _rate(v) for k, v in sorted(groups.items())}, "category_cases": {k: len(v) for k, v in sorted(groups.items())}}
 
 # %% ../nbs/10_evaluate.ipynb #c009
-def evaluate_model(backend, cases: list[dict], max_new_tokens: int = 64, progress: bool = True, desc: str = "evaluate") -> tuple[dict, list[dict]]:
+def evaluate_model(backend, cases: list[dict], max_new_tokens: int = 96, progress: bool = True, desc: str = "evaluate") -> tuple[dict, list[dict]]:
     "Metrics and per-case rows for `backend` on `cases`, decoding greedily."
-    from tqdm import tqdm
-    tools = tool_schemas()
+    from tqdm.auto import tqdm
     rows, tokens, seconds = [], 0, 0.0
     for case in tqdm(cases, desc=desc, disable=not progress, mininterval=5):
-        try: out = backend.complete(render(case["prompt"], tools), max_new_tokens); text = out.text; tokens += out.tokens; seconds += out.seconds
+        try: out = backend.complete(render(case["prompt"], case["tools"]), max_new_tokens); text = out.text; tokens += out.tokens; seconds += out.seconds
         except Exception as e: text = f"<backend error: {e}>"
-        rows.append(score_case(case, text, tools))
+        rows.append(score_case(case, text))
     metrics = summarize(rows) | {"decode_tokens_per_s": round(tokens / seconds, 1) if seconds else None}
     return metrics, rows
 
@@ -85,31 +112,91 @@ def gate(candidate: dict, base: dict, current: dict | None, g) -> tuple[bool, li
     if fmt < g.min_format_valid_rate: why.append(f"format-valid rate {fmt:.2f} < {g.min_format_valid_rate:.2f}")
     gain = acc - (base["tool_call_accuracy"] or 0.0)
     if gain < g.min_gain_over_base: why.append(f"gain over base {gain:+.2f} < {g.min_gain_over_base:+.2f}")
-    if current is not None and acc < (current["tool_call_accuracy"] or 0.0) - g.max_regression_vs_current:
+    if current is None: return not why, why
+    if acc < (current["tool_call_accuracy"] or 0.0) - g.max_regression_vs_current:
         why.append(f"tool-call accuracy {acc:.2f} is below the current model's {current['tool_call_accuracy']:.2f} by more than {g.max_regression_vs_current:.2f}")
+    counts = candidate.get("category_cases", {})
+    for cat, now in (candidate.get("categories") or {}).items():
+        was = (current.get("categories") or {}).get(cat)
+        if now is None or was is None or counts.get(cat, 0) < g.min_category_cases: continue
+        if now < was - g.max_category_regression:
+            why.append(f"{cat}: {now:.2f} is below the current model's {was:.2f} by more than {g.max_category_regression:.2f}")
     return not why, why
 
 # %% ../nbs/10_evaluate.ipynb #c017
-def base_gguf(base, cache_dir: Path) -> Path:
-    "An f16 GGUF of the base checkpoint, converted once and cached by the base's sha256."
-    import tempfile
-    from agent_loop.models import convert_to_gguf
-    out = Path(cache_dir).expanduser() / "gguf" / f"base-{base.sha256[:16]}-f16.gguf"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # concurrent runs never see a half-written file
-            os.replace(convert_to_gguf(base.path, Path(tmp) / out.name), out)
+def _atomic_build(out: Path, build) -> Path:
+    "Run `build(tmp_dir) -> file` and move the file to `out`, so that nobody ever sees half of it."
+    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".build-") as tmp: os.replace(build(Path(tmp)), out)
     return out
 
-def candidate_gguf(base, adapter_dir: Path, cache_dir: Path) -> Path:
-    "An f16 GGUF of `base` with the adapter in `adapter_dir` merged in, named by the adapter's sha256."
-    import tempfile
-    from agent_loop.models import convert_to_gguf, merge_adapter
-    from agent_loop.registry import sha256_file
-    out = Path(cache_dir).expanduser() / "gguf" / f"candidate-{sha256_file(Path(adapter_dir) / 'adapter_model.safetensors')[:16]}-f16.gguf"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            merged = merge_adapter(base, adapter_dir, Path(tmp) / "merged")
-            os.replace(convert_to_gguf(merged, Path(tmp) / out.name), out)
-    return out
+def base_gguf(base, cache_dir: Path, quantization: str = "F16", threads: int = 0) -> Path:
+    "The base checkpoint as a GGUF quantised to `quantization`, converted once and cached by the base's sha256."
+    from agent_loop.models import convert_to_gguf, quantize_gguf
+    folder = Path(cache_dir).expanduser() / "gguf"
+    f16 = folder / f"base-{base.sha256[:16]}-f16.gguf"
+    if not f16.exists(): _atomic_build(f16, lambda tmp: convert_to_gguf(base.path, tmp / f16.name))
+    if quantization.upper() == "F16": return f16
+    out = folder / f"base-{base.sha256[:16]}-{quantization.upper()}.gguf"
+    return out if out.exists() else _atomic_build(out, lambda tmp: quantize_gguf(f16, tmp / out.name, quantization, threads))
+
+def build_gguf(base, adapter_dir: Path, out: Path, quantization: str, threads: int = 0) -> Path:
+    "The GGUF that would ship: `base` with the adapter in `adapter_dir` merged in, converted and quantised to `quantization`, written to `out`."
+    from agent_loop.models import convert_to_gguf, merge_adapter, quantize_gguf
+    def build(tmp):
+        f16 = convert_to_gguf(merge_adapter(base, adapter_dir, tmp / "merged"), tmp / "model-f16.gguf")
+        return quantize_gguf(f16, tmp / "model.gguf", quantization, threads)
+    return _atomic_build(out, build)
+
+def _scoring_code() -> str:
+    "A hash of the code that decides a score: the format, this module and the BFCL checker."
+    return hashlib.sha256(b"".join(Path(importlib.util.find_spec(f"agent_loop.{m}").origin).read_bytes() for m in ("format", "evaluate", "bfcl"))).hexdigest()
+
+def score_gguf(gguf: Path, sha256: str, cases: list[dict], max_new_tokens: int, cache_dir: Path, threads: int = 0, context_length: int = 2048,
+               desc: str = "evaluate", progress: bool = True) -> tuple[dict, list[dict]]:
+    "`evaluate_model` on the GGUF at `gguf` through llama.cpp, or its cached result for the same file, cases and scoring code."
+    from agent_loop.serving import LlamaCppBackend
+    key = hashlib.sha256(json.dumps([sha256, cases, max_new_tokens, context_length, _scoring_code()], sort_keys=True).encode()).hexdigest()[:24]
+    cached = Path(cache_dir).expanduser() / "scores" / f"{sha256[:16]}-{key}.json"
+    if cached.exists():
+        metrics, rows = json.loads(cached.read_text())
+        return metrics | {"cached": True}, rows
+    backend = LlamaCppBackend(gguf, sha256, threads, context_length)
+    try: metrics, rows = evaluate_model(backend, cases, max_new_tokens, progress, desc)
+    finally: backend.close()
+    _atomic_build(cached, lambda tmp: (tmp / "s.json").write_text(json.dumps([metrics, rows])) and tmp / "s.json")
+    return metrics | {"cached": False}, rows
+
+# %% ../nbs/10_evaluate.ipynb #c019
+def _interleave(rows: list[dict]) -> list[dict]:
+    "`rows` reordered round-robin by suite, so that any prefix samples every suite."
+    by_suite = {}
+    for r in rows: by_suite.setdefault(r.get("suite", "toolset"), []).append(r)
+    groups = list(by_suite.values())
+    return [g[i] for i in range(max(map(len, groups), default=0)) for g in groups if i < len(g)]
+
+def evaluate_candidate(params, settings, progress: bool = True) -> tuple[dict, list[dict]]:
+    "Build the candidate's shipped GGUF, score base, candidate and current on the test split and BFCL, apply the gate; return the report and every scored case."
+    from agent_loop.data import load_split
+    from agent_loop.models import resolve_base
+    from agent_loop.registry import read_current, sha256_file
+    ev, root, cache, threads = params.evaluate, settings.root, settings.path("cache"), settings.serving.threads
+    rows = _interleave(load_split(settings.path("processed") / "test.jsonl"))
+    cases = eval_cases(rows[:ev.max_examples] if ev.max_examples else rows) + bfcl_cases(ev.bfcl_suites, ev.bfcl_examples, cache, params.data.seed)
+    base = resolve_base(params.model.base, cache)
+    adapter = settings.path("models") / "candidate"
+    candidate = build_gguf(base, adapter, settings.path("models") / "candidate.gguf", params.export.quantization, threads)
+    ggufs = {"base": base_gguf(base, cache, params.export.quantization, threads), "candidate": candidate}
+    current = read_current(settings.path("current"), root)
+    if current: ggufs["current"] = root / current["gguf"]
+    results, scored = {}, []
+    for who, gguf in ggufs.items():
+        sha = current["sha256"] if who == "current" else sha256_file(gguf)
+        results[who], rows = score_gguf(gguf, sha, cases, ev.max_new_tokens, cache, threads, settings.serving.context_length, who, progress)
+        scored += [r | {"model": who} for r in rows]
+    promoted, reasons = gate(results["candidate"], results["base"], results.get("current"), ev.gate)
+    report = {"base": results["base"], "candidate": results["candidate"], "current": results.get("current"),
+              "current_version": current["version"] if current else None, "current_sha256": current["sha256"] if current else None, "promoted": promoted, "reasons": reasons,
+              "candidate_gguf": str(candidate.relative_to(root)), "candidate_sha256": sha256_file(candidate), "quantization": params.export.quantization,
+              "candidate_adapter_sha256": sha256_file(adapter / "adapter_model.safetensors")}
+    return report, scored

@@ -1,4 +1,4 @@
-"""Merges the adapter, converts to GGUF, quantises, and writes a registry version: the GGUF, an Ollama Modelfile that speaks the tool-call format, a model card and a manifest that ties the GGUF's sha256 to everything that produced it.
+"""Registers the GGUF that evaluate built and scored as a new version: the file, an Ollama Modelfile that speaks the tool-call format, a model card and a manifest that ties the GGUF's sha256 to the toolset, the evaluation and everything else that produced it.
 
 Docs: https://github.com/agent-loop/agent-loop/export.html.md"""
 
@@ -6,11 +6,10 @@ Docs: https://github.com/agent-loop/agent-loop/export.html.md"""
 
 # %% ../nbs/11_export.ipynb #c003
 from __future__ import annotations
-import dataclasses, datetime, json, os, subprocess, tempfile
+import dataclasses, datetime, json, os, shutil, subprocess, tempfile
 from pathlib import Path
 from .format import CALL_CLOSE, CALL_OPEN, END, PREAMBLE, RESULT_CLOSE, RESULT_OPEN, START
-from .models import convert_to_gguf, merge_adapter, quantize_gguf
-from .registry import new_version, promote, sha256_file, write_json_atomic
+from .registry import check_gguf, new_version, promote, read_current, write_json_atomic
 
 # %% auto #0
 __all__ = ['modelfile', 'code_commit', 'model_card', 'export_model']
@@ -45,11 +44,16 @@ def model_card(m: dict) -> str:
     ev, tr = m.get("evaluation") or {}, m.get("training") or {}
     rows = [f"| {k} | " + " | ".join("—" if (ev.get(who) or {}).get(k) is None else f"{ev[who][k]:.3f}" for who in ("base", "candidate", "current")) + " |"
             for k in ("tool_call_accuracy", "format_valid_rate", "no_call_accuracy", "answer_accuracy")]
+    cats = [f"| {k} | " + " | ".join("—" if ((ev.get(who) or {}).get("categories") or {}).get(k) is None else f"{ev[who]['categories'][k]:.3f}" for who in ("base", "candidate", "current")) + " |"
+            for k in ((ev.get("candidate") or {}).get("categories") or {})]
+    ts = m.get("toolset") or {}; tools = ts.get("schemas") or []
     return "\n".join([
         f"# agent-loop {m['version']}", "",
         f"Gemma-family tool-calling agent, LoRA fine-tuned from `{m['base']['name']}` and quantised to {m['quantization']} GGUF.",
         f"Promoted: **{'yes' if m['promoted'] else 'no'}**" + ("" if m["promoted"] else f" ({'; '.join(ev.get('reasons') or ['gate not passed'])})"), "",
-        "| metric | base | candidate | current |", "|---|---|---|---|", *rows, "",
+        "| metric | base | candidate | current |", "|---|---|---|---|", *rows, *cats, "",
+        f"Tools ({len(tools)}, toolset sha256 `{str(ts.get('sha256'))[:12]}…` from {', '.join(m['spec'] for m in ts.get('toolsets', [])) or '?'}): "
+        + ", ".join(f"`{t['name']}`" for t in tools), "",
         f"- GGUF: `{Path(m['gguf']).name}`, sha256 `{m['sha256']}`, {m['size_bytes'] / 1e6:.1f} MB",
         f"- base model sha256: `{m['base']['sha256']}`",
         f"- training: {tr.get('steps')} steps, {tr.get('precision')} precision (train.precision: {tr.get('precision_requested')}), final loss {tr.get('final_loss')}", f"- dataset sha256: `{m['dataset_sha256']}`",
@@ -59,29 +63,30 @@ def model_card(m: dict) -> str:
         "Gemma terms of use apply to the weights (https://ai.google.dev/gemma/terms).", ""])
 
 # %% ../nbs/11_export.ipynb #c009
-def export_model(base, adapter_dir: Path, evaluation: dict, params, settings, wandb_runs: dict, dataset_sha256: str) -> dict:
-    "Build and register the candidate's GGUF; promote it if `evaluation` says so. Returns the manifest."
+def export_model(gguf: Path, evaluation: dict, params, settings, base: dict, training: dict, toolset: dict, wandb_runs: dict, dataset_sha256: str) -> dict:
+    "Register the GGUF at `gguf`, which `evaluation` scored, as a new version; promote it if `evaluation` says so. Returns the manifest."
     root, registry = settings.root, settings.path("registry")
-    adapter_sha = sha256_file(Path(adapter_dir) / "adapter_model.safetensors")
-    training = json.loads((Path(adapter_dir) / "training.json").read_text())["metrics"]  # written by train_lora: steps, loss, precision used
+    sha = evaluation["candidate_sha256"]
+    check_gguf(gguf, sha)  # the very file the gate scored, unchanged since
+    current = read_current(settings.path("current"), root)
+    if current and current["sha256"] == sha:  # already served (a re-run after its own promotion): nothing to register or move
+        return json.loads((root / current["gguf"]).with_name("manifest.json").read_text())
+    if (current or {}).get("sha256") != evaluation.get("current_sha256"):
+        raise RuntimeError(f"{settings.path('current')} points at {(current or {}).get('version')}, but evaluate compared the candidate with "
+                           f"{evaluation.get('current_version')}: run `dvc repro --force --single-item evaluate`, then `dvc repro`")
     registry.mkdir(parents=True, exist_ok=True)
+    version = new_version(registry, sha)
     with tempfile.TemporaryDirectory(dir=registry, prefix=".build-") as tmp:
-        tmp = Path(tmp)
-        merged = merge_adapter(base, adapter_dir, tmp / "merged")
-        f16 = convert_to_gguf(merged, tmp / "model-f16.gguf")
-        gguf = quantize_gguf(f16, tmp / "model.gguf", params.export.quantization, settings.serving.threads)
-        sha = sha256_file(gguf)
-        version = new_version(registry, sha)
-        os.replace(gguf, version / "model.gguf")
-    promoted = bool(evaluation.get("promoted")) and evaluation.get("candidate_adapter_sha256") == adapter_sha
+        shutil.copyfile(gguf, Path(tmp) / "model.gguf")
+        os.replace(Path(tmp) / "model.gguf", version / "model.gguf")
     manifest = {"version": version.name, "gguf": str((version / "model.gguf").relative_to(root)), "sha256": sha,
-                "size_bytes": (version / "model.gguf").stat().st_size, "quantization": params.export.quantization,
-                "base": {"name": base.name, "sha256": base.sha256}, "adapter_sha256": adapter_sha, "training": training, "dataset_sha256": dataset_sha256,
-                "code_commit": code_commit(root), "params": dataclasses.asdict(params),
-                "wandb_runs": wandb_runs, "evaluation": evaluation, "promoted": promoted,
+                "size_bytes": (version / "model.gguf").stat().st_size, "quantization": evaluation["quantization"],
+                "base": base, "adapter_sha256": evaluation["candidate_adapter_sha256"], "training": training, "toolset": toolset,
+                "dataset_sha256": dataset_sha256, "code_commit": code_commit(root), "params": dataclasses.asdict(params),
+                "wandb_runs": wandb_runs, "evaluation": evaluation, "promoted": bool(evaluation["promoted"]),
                 "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     (version / "Modelfile").write_text(modelfile("model.gguf"))
     (version / "README.md").write_text(model_card(manifest))
     write_json_atomic(version / "manifest.json", manifest)
-    if promoted: promote(settings.path("current"), manifest, root)
+    if manifest["promoted"]: promote(settings.path("current"), manifest, root)
     return manifest

@@ -45,7 +45,9 @@ def tool_from_function(fn: Callable, where: str = "") -> Tool:
         if defaults.get(key) is not None:
             try: prop["default"] = json.loads(json.dumps(defaults[key]))
             except (TypeError, ValueError): raise ToolsetError(f"{name}: the default of {key!r} is not a JSON value: {defaults[key]!r}") from None
-    params = {"type": "object", "properties": params.get("properties", {}), "required": params.get("required", []), "additionalProperties": False}
+    order = list(inspect.signature(fn).parameters)  # the function's own argument order, which the model reads
+    props = dict(sorted(params.get("properties", {}).items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+    params = {"type": "object", "properties": props, "required": params.get("required", []), "additionalProperties": False}
     return Tool(spec["name"], spec.get("description", "").strip(), params, fn)
 
 # %% ../nbs/02_tools.ipynb #c006

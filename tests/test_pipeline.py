@@ -1,16 +1,51 @@
 """The real pipeline, end to end: `dvc repro` runs the four papermill stages on a tiny random Gemma 3 (real tokenizer),
-W&B offline; then the loop closes: a logged interaction changes `prepare` and the next `dvc repro` trains on it."""
+W&B offline, for the built-in tools plus a toolset module the built-in data never mentions; the app serves exactly that
+toolset; then the loop closes: a logged interaction changes `prepare` and the next `dvc repro` trains on it."""
 import hashlib, json
 from pathlib import Path
 import pytest
 import yaml
 from conftest import make_project, run
 
-TINY = {"data": {"n_examples": 60}, "model": {"base": "tiny-random:gemma3"},
+TINY = {"tools": {"toolsets": ["builtin", "toolsets/harbour.py"]},
+        "data": {"n_examples": 60, "corpus_examples": 40, "heldout_examples": 10}, "model": {"base": "tiny-random:gemma3"},
         "train": {"max_steps": 3, "batch_size": 2, "log_every": 1},
-        "evaluate": {"max_examples": 4, "max_new_tokens": 8,
+        "evaluate": {"max_examples": 6, "max_new_tokens": 8, "bfcl_examples": 2,
                      # a random model scores zero: open the gate so that promotion itself is exercised
-                     "gate": {"min_tool_call_accuracy": 0.0, "min_format_valid_rate": 0.0, "min_gain_over_base": 0.0, "max_regression_vs_current": 1.0}}}
+                     "gate": {"min_tool_call_accuracy": 0.0, "min_format_valid_rate": 0.0, "min_gain_over_base": 0.0,
+                              "max_regression_vs_current": 1.0, "max_category_regression": 1.0}}}
+
+# A user's toolset: tools the built-in data never mentions, with examples of requests and the calls they need.
+HARBOUR = '''
+from typing import Literal
+
+def tide_times(harbour: str, day: Literal["today", "tomorrow"] = "today") -> list:
+    """High and low tide times at a harbour.
+
+    Args:
+        harbour: The harbour, e.g. Bergen.
+        day: Which day.
+    """
+    return [f"{harbour} {day}: high 06:12", "low 12:30"]
+
+def berth_fee(length_m: float, nights: int) -> dict:
+    """The fee for mooring a boat in the marina.
+
+    Args:
+        length_m: Length of the boat in metres.
+        nights: Number of nights.
+    """
+    return {"fee_eur": round(length_m * 2.5 * nights, 2)}
+
+EXAMPLES = [
+    {"request": f"When is high tide in {h}?", "calls": [{"name": "tide_times", "arguments": {"harbour": h}}], "answer": "Tides: {0}."}
+    for h in ("Bergen", "Brest", "Dover", "Cork", "Kiel", "Oban")
+] + [
+    {"request": f"What does a {l} m boat pay for {n} nights?", "calls": [{"name": "berth_fee", "arguments": {"length_m": l, "nights": n}}], "answer": "The fee: {0}."}
+    for l, n in ((8.5, 2), (12, 3), (6, 1), (10, 4))
+] + [{"request": "Tomorrow's tides in Oban, please.", "calls": [{"name": "tide_times", "arguments": {"harbour": "Oban", "day": "tomorrow"}}]},
+     {"request": "Hello harbour master!", "calls": [], "answer": "Hello! Ask me about tides and berth fees."}]
+'''
 
 
 def set_params(project: Path, overrides: dict):
@@ -25,6 +60,7 @@ def set_params(project: Path, overrides: dict):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     p = make_project(tmp_path_factory.mktemp("pipeline") / "project")
+    (p / "toolsets/harbour.py").write_text(HARBOUR)
     set_params(p, TINY)
     run(["dvc", "repro"], p)
     return p
@@ -36,12 +72,17 @@ def sha256(path: Path) -> str: return hashlib.sha256(path.read_bytes()).hexdiges
 def test_every_artefact(project):
     processed = project / "data/processed"
     counts = {s: len((processed / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "val", "test")}
-    assert counts == {"train": 48, "val": 6, "test": 6}
+    stats = json.loads((processed / "stats.json").read_text())
+    assert counts == stats["examples"] and sum(counts.values()) == 60 + 12 + 40 + 10  # built-in, the toolset's examples, corpus, held-out
+    assert {"heldout/simple", "heldout/multiple", "toolset/multiple"} <= set(stats["categories"]["test"])
     assert (project / "models/candidate/adapter_model.safetensors").exists()
     ev = json.loads((project / "reports/evaluate.json").read_text())
     for who in ("base", "candidate"):
-        assert set(ev[who]) >= {"tool_call_accuracy", "format_valid_rate", "no_call_accuracy"}
+        assert set(ev[who]) >= {"tool_call_accuracy", "format_valid_rate", "no_call_accuracy", "categories"}
+        assert {"bfcl/simple_python", "bfcl/irrelevance", "heldout/simple"} <= set(ev[who]["categories"])
     assert ev["current"] is None and ev["promoted"] is True
+    assert (project / ev["candidate_gguf"]).exists(), "the GGUF evaluate scored is kept for export to ship"
+    assert "bfcl/parallel" in (project / "reports/evaluate_categories.csv").read_text()
     curve = (project / "reports/train_curve.csv").read_text().splitlines()
     assert curve[0].startswith("step,loss") and len(curve) == 4
     for nb in ("01_prepare", "02_train", "03_evaluate", "04_export"): assert (project / f"reports/{nb}.ipynb").exists()
@@ -53,6 +94,10 @@ def test_registry_and_current(project):
     gguf = project / current["gguf"]
     manifest = json.loads((gguf.parent / "manifest.json").read_text())
     assert manifest["sha256"] == current["sha256"] == sha256(gguf)
+    ev = json.loads((project / "reports/evaluate.json").read_text())
+    assert manifest["sha256"] == ev["candidate_sha256"], "what ships is the very file the gate scored"
+    assert [m["spec"] for m in manifest["toolset"]["toolsets"]] == ["builtin", "toolsets/harbour.py"]
+    assert {"tide_times", "berth_fee", "calculator"} <= {s["name"] for s in manifest["toolset"]["schemas"]}
     assert manifest["base"]["name"] == "tiny-random:gemma3" and manifest["dataset_sha256"] and manifest["code_commit"] != "unknown"
     assert set(manifest["wandb_runs"]) == {"prepare", "train", "evaluate", "export"}
     assert "<tool_call>" in (gguf.parent / "Modelfile").read_text()
@@ -77,9 +122,34 @@ def test_no_test_prompt_in_training_data(project):
 def test_same_params_same_bytes(project, tmp_path):
     from agent_loop.config import load_params
     from agent_loop.data import prepare
-    stats = prepare(load_params(project / "params.yaml"), project / "data/interactions", tmp_path)
+    stats = prepare(load_params(project / "params.yaml"), project, project / "data/interactions", tmp_path)
     for split in ("train", "val", "test"):
         assert (tmp_path / f"{split}.jsonl").read_bytes() == (project / f"data/processed/{split}.jsonl").read_bytes()
+
+
+def test_the_app_serves_the_toolset_the_model_was_trained_with(project):
+    "The app offers the manifest's toolset and runs its tools; a toolset changed after training stops it with a clear message."
+    from agent_loop.app import create_app
+    from agent_loop.config import load_settings
+    from agent_loop.serving import Completion
+    from agent_loop.tools import ToolsetError
+    demo, agent = create_app(load_settings(project))
+    assert {"tide_times", "berth_fee", "calculator"} <= {t.name for t in agent.tools}
+    assert "`tide_times`" in " ".join(str(c.get("props", {}).get("value", "")) for c in demo.config["components"])
+    class Scripted:  # the tiny random model cannot call a tool; this stands in for its output only, the tool runs for real
+        outs = ['<tool_call>{"name": "berth_fee", "arguments": {"length_m": 8, "nights": 2}}</tool_call>', "40 euros."]
+        def complete(self, prompt, max_tokens=128): return Completion(self.outs.pop(0), 3, 0.1)
+    real, agent.backend = agent.backend, Scripted()
+    turn = agent.turn("What does an 8 m boat pay for 2 nights?")
+    real.close()
+    assert [m.get("content") for m in turn["new_messages"] if m["role"] == "tool"] == ['{"fee_eur": 40.0}']
+    source = project / "toolsets/harbour.py"
+    original = source.read_text()
+    try:
+        source.write_text(original.replace("The fee for mooring", "What it costs to moor"))
+        assert "prepare" in run(["dvc", "status"], project).stdout, "DVC watches toolsets/"
+        with pytest.raises(ToolsetError, match="berth_fee changed"): create_app(load_settings(project))
+    finally: source.write_text(original)
 
 
 def test_the_loop_closes(project):
@@ -107,6 +177,33 @@ def test_the_loop_closes(project):
     versions = sorted(p.name for p in (project / "models/registry").iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(versions) == 2 and first in versions, "earlier versions stay for rollback"
     assert (project / "models/registry" / first / "model.gguf").exists()
+
+
+def test_a_failing_gate_registers_but_does_not_promote(project):
+    before = json.loads((project / "models/current.json").read_text())
+    original = (project / "params.yaml").read_text()
+    try:
+        # a new candidate (another seed) that cannot pass: the random model scores zero
+        set_params(project, {"train": {"seed": 8}, "evaluate": {"gate": {"min_format_valid_rate": 1.0, "min_tool_call_accuracy": 1.0}}})
+        run(["dvc", "repro"], project)
+        ev = json.loads((project / "reports/evaluate.json").read_text())
+        assert ev["promoted"] is False and any("tool-call accuracy" in r for r in ev["reasons"])
+        assert json.loads((project / "models/current.json").read_text()) == before, "a failing gate never moves current.json"
+        newest = max((p for p in (project / "models/registry").iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+        manifest = json.loads((newest / "manifest.json").read_text())
+        assert manifest["promoted"] is False and manifest["sha256"] == ev["candidate_sha256"]
+    finally: (project / "params.yaml").write_text(original)
+
+
+def test_a_broken_toolset_stops_prepare_naming_it(project):
+    original = (project / "params.yaml").read_text()
+    (project / "toolsets/broken.py").write_text("def lookup(x):\n    return x\n")
+    try:
+        set_params(project, {"tools": {"toolsets": ["builtin", "toolsets/broken.py"]}})
+        res = run(["dvc", "repro"], project, check=False)
+        assert res.returncode != 0 and "toolsets/broken.py: lookup: Cannot generate JSON schema for lookup because it has no docstring" in res.stdout + res.stderr
+    finally:
+        (project / "params.yaml").write_text(original); (project / "toolsets/broken.py").unlink()
 
 
 def test_bad_params_value_stops_with_a_clear_message(project):
