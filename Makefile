@@ -1,6 +1,7 @@
 # make setup   create .venv with everything (quick when nothing changed)
 # make demo    setup, `dvc repro` on the embedded Gemma 3 270M, then launch the app
 # make test    setup (and Debian's chromium where it can), then the whole test suite
+# make large   the larger preset in presets/large.yaml as a DVC experiment (about 60 minutes of training)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +16,7 @@ PYTAG := $(shell $(PYTHON) -c 'import sys; print(f"cp{sys.version_info[0]}{sys.v
 LLAMA_WHEELS := $(HOME)/.cache/agent-loop/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-nonative-$(PYTAG)
 STAMP := $(VENV)/.setup-complete
 
-.PHONY: setup browser demo pipeline app test lab clean-venv
+.PHONY: setup browser demo pipeline large app test lab clean-venv
 
 setup: $(STAMP)
 
@@ -35,6 +36,10 @@ $(STAMP): pyproject.toml Makefile
 
 pipeline: setup
 	$(BIN)/dvc repro
+
+# every value of the preset as `-S section.key=value`, so that params.yaml itself stays the default
+large: setup
+	$(BIN)/dvc exp run $$($(BIN)/python -c "import yaml; flat = lambda d, p='': [x for k, v in d.items() for x in (flat(v, p + k + '.') if isinstance(v, dict) else ['-S', f'{p}{k}={v}'])]; print(' '.join(flat(yaml.safe_load(open('presets/large.yaml')))))")
 
 demo: pipeline
 	$(BIN)/python app.py

@@ -230,7 +230,7 @@ def test_truncating_the_served_gguf_under_a_running_app_does_not_kill_it(trained
 # 6. Smaller ------------------------------------------------------------------------------------------------------------------
 
 def test_smaller_cases(app, trained_project):
-    from agent_loop.tools import calculate
+    from agent_loop.tools import calculator as calculate
     c = client(app)
     before = len(log_records(trained_project))
     with pytest.raises(Exception, match="conversation_json: must be JSON text"): c.predict("hi", 5, api_name="/chat")

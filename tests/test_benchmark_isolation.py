@@ -1,0 +1,46 @@
+"""Invariant 4: benchmarks are for evaluation only. The training data that `prepare` writes at the project's own params holds
+no BFCL question and no BFCL function, and none of the corpus functions held out for the test split."""
+import json
+from pathlib import Path
+import pytest
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    from agent_loop.config import load_params
+    from agent_loop.data import load_split, prepare
+    out = tmp_path_factory.mktemp("processed")
+    stats = prepare(load_params(ROOT / "params.yaml"), ROOT, tmp_path_factory.mktemp("no-logs"), out)
+    return stats, {s: load_split(out / f"{s}.jsonl") for s in ("train", "val", "test")}
+
+
+def _words(text: str) -> str: return " ".join("".join(ch.lower() if ch.isalnum() else " " for ch in text).split())
+
+
+def test_no_bfcl_question_or_function_in_training(prepared):
+    from agent_loop.bfcl import BFCL_SUITES, load_suite
+    _, splits = prepared
+    trained = splits["train"] + splits["val"]
+    prompts = {_words(m["content"]) for r in trained for m in r["messages"] if m["role"] == "user"}
+    functions = {t["name"] for r in trained for t in r["tools"]}
+    descriptions = {_words(t["description"]) for r in trained for t in r["tools"]}
+    cache = Path("~/.cache/agent-loop").expanduser()
+    items = [item for suite in BFCL_SUITES for item in load_suite(suite, cache)]
+    assert len(items) > 500, "every item of every suite is checked"
+    leaked = [item["id"] for item in items if any(_words(m["content"]) in prompts for m in item["messages"] if m["role"] == "user")]
+    assert not leaked, f"BFCL questions in the training data: {leaked[:5]}"
+    clashes = sorted({t["name"] for item in items for t in item["tools"] if t["name"] in functions or _words(t["description"]) in descriptions})
+    assert not clashes, f"BFCL functions in the training data: {clashes[:10]}"
+
+
+def test_held_out_families_never_reach_training(prepared):
+    from agent_loop.corpus import FAMILIES
+    stats, splits = prepared
+    held = set(stats["heldout_families"])
+    assert held and {r["suite"] for r in splits["test"]} >= {"heldout"}
+    held_descriptions = {_words(FAMILIES[f].description) for f in held}
+    for r in splits["train"] + splits["val"]:
+        assert not held_descriptions & {_words(t["description"]) for t in r["tools"]}, r["id"]
+    test_descriptions = {_words(t["description"]) for r in splits["test"] if r["suite"] == "heldout" for t in r["tools"]}
+    assert test_descriptions and test_descriptions <= held_descriptions, "held-out test cases offer only held-out functions"
