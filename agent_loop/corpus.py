@@ -178,7 +178,7 @@ def _email(name: str) -> str:
     return name.lower().replace(" ", ".") + "@example.com"
 
 # %% ../nbs/14_corpus.ipynb #c017
-_fam("weather", "weather.current", "get_current_weather", ["current_weather", "getCurrentWeather", "weather.now"],
+_fam("weather", "weather.current", "current_conditions", ["current_weather", "getCurrentWeather", "weather.now"],
      "Get the current weather conditions (temperature, sky, humidity) for a city.",
      {"city": _s("Name of the city, e.g. 'Lisbon'."), "units": _e(["celsius", "fahrenheit"], "Temperature unit of the reply.", default="celsius")},
      ["What's the weather like in {city} right now[ in {units}]?", "Current conditions in {city}[, temperatures in {units}] please.",
@@ -190,7 +190,7 @@ _fam("weather", "weather.current", "get_current_weather", ["current_weather", "g
      ["It is {r.temperature}° {units} and {r.sky} in {city} right now, with {r.humidity}% humidity.",
       "{city}: {r.temperature}° {units}, {r.sky}, humidity {r.humidity}%."])
 
-_fam("weather", "weather.forecast", "get_weather_forecast", ["weather_forecast", "forecastWeather", "weather.forecast_days"],
+_fam("weather", "weather.forecast", "get_weather_forecast", ["daily_forecast", "forecastWeather", "weather.forecast_days"],
      "Get the daily weather forecast for a city for the next few days.",
      {"city": _s("City to forecast."), "days": _i("Number of days to forecast, 1 to 10.", minimum=1, maximum=10),
       "include_hourly": _b("Whether to include an hour-by-hour breakdown.", default=False)},
@@ -203,7 +203,7 @@ _fam("weather", "weather.forecast", "get_weather_forecast", ["weather_forecast",
      ["Over the next {days} days {city} will be mostly {r.summary}, with highs around {r.high_c} °C, lows near {r.low_c} °C and rain on {r.rain_days} day(s).",
       "Forecast for {city}: mostly {r.summary}, {r.low_c} to {r.high_c} °C; rain expected on {r.rain_days} of the {days} days."])
 
-_fam("weather", "weather.air_quality", "get_air_quality", ["air_quality_index", "getAirQuality", "aqi.lookup"],
+_fam("weather", "weather.air_quality", "aq_report", ["air_quality_index", "getAirQuality", "aqi.lookup"],
      "Look up the air quality index and the level of one pollutant in a city.",
      {"city": _s("City name."), "pollutant": _e(["pm25", "pm10", "ozone", "no2"], "Pollutant to report.", default="pm25")},
      ["How is the air quality in {city} today?[ I care about {pollutant}.]", "AQI for {city}[, {pollutant} level]",
@@ -299,7 +299,7 @@ _fam("finance", "finance.loan_payment", "calculate_loan_payment", ["loan_payment
      lambda a, r: {"monthly_payment": _annuity(a["principal"], a["annual_rate"], a["years"] * 12), "months": a["years"] * 12},
      ["The monthly payment is {r.monthly_payment} over {r.months} months.", "You would pay {r.monthly_payment} per month for {years} years."])
 
-_fam("finance", "finance.fx", "convert_currency", ["currency_convert", "fxConvert", "finance.fx.convert"],
+_fam("finance", "finance.fx", "fx_convert", ["currency_convert", "fxConvert", "finance.fx.convert"],
      "Convert an amount of money from one currency to another at today's rate.",
      {"amount": _n("Amount to convert."), "from_currency": _s("ISO code of the source currency, e.g. EUR."), "to_currency": _s("ISO code of the target currency.")},
      ["Convert {amount} {from_currency} to {to_currency}.", "How much is {amount} {from_currency} in {to_currency}?", "{amount} {from_currency} -> {to_currency}",
@@ -308,7 +308,7 @@ _fam("finance", "finance.fx", "convert_currency", ["currency_convert", "fxConver
      lambda a, r: (lambda rate: {"rate": rate, "converted": round(a["amount"] * rate, 2), "currency": a["to_currency"]})(round(r.uniform(0.05, 9), 4)),
      ["{amount} {from_currency} is {r.converted} {to_currency} (rate {r.rate}).", "At a rate of {r.rate}, you get {r.converted} {to_currency}."])
 
-_fam("finance", "finance.stock_quote", "get_stock_price", ["stock_quote", "getStockQuote", "market.quote"],
+_fam("finance", "finance.stock_quote", "stock_last_price", ["stock_quote", "getStockQuote", "market.quote"],
      "Get the latest trading price and daily change of a stock by ticker symbol.",
      {"ticker": _s("Ticker symbol, e.g. 'ACME'."), "exchange": _e(["NYSE", "NASDAQ", "LSE", "TSE"], "Stock exchange.", default="NASDAQ")},
      ["What's {ticker} trading at?[ On the {exchange}.]", "Stock price of {ticker}[ on {exchange}]", "Get me a quote for {ticker}[ ({exchange})].",
@@ -317,7 +317,7 @@ _fam("finance", "finance.stock_quote", "get_stock_price", ["stock_quote", "getSt
      lambda a, r: {"ticker": a["ticker"], "price": round(r.uniform(5, 900), 2), "change_pct": round(r.uniform(-6, 6), 2)},
      ["{ticker} is at {r.price}, {r.change_pct}% on the day.", "{ticker} last traded at {r.price} ({r.change_pct}% today) on {exchange}."])
 
-_fam("finance", "finance.compound", "compound_interest", ["calc_compound_interest", "futureValue", "finance.compound"],
+_fam("finance", "finance.compound", "compound_future_value", ["calc_compound_interest", "futureValue", "finance.compound"],
      "Compute the future value of a deposit with compound interest.",
      {"principal": _n("Initial deposit."), "rate": _n("Annual interest rate in percent."), "years": _i("Number of years."),
       "compounds_per_year": _i("How many times interest is compounded per year.", default=12)},
@@ -337,7 +337,7 @@ _fam("finance", "finance.split_bill", "split_bill", ["bill_splitter", "splitBill
      lambda a, r: {"per_person": round(a["total"] * (1 + a["tip_percent"] / 100) / a["people"], 2)},
      ["Each of the {people} people pays {r.per_person}.", "That's {r.per_person} per person."])
 
-_fam("math", "math.gcd", "greatest_common_divisor", ["gcd", "computeGCD", "math.gcd"],
+_fam("math", "math.gcd", "greatest_common_divisor", ["gcd", "computeGCD", "numbers.gcd"],
      "Compute the greatest common divisor of a list of integers.",
      {"numbers": _a("integer", "Integers to take the GCD of.")},
      ["What is the greatest common divisor of {numbers}?", "gcd of {numbers}", "Find the GCD of {numbers}.", "Compute the highest common factor of {numbers}, please."],
@@ -345,7 +345,7 @@ _fam("math", "math.gcd", "greatest_common_divisor", ["gcd", "computeGCD", "math.
      lambda a, r: {"gcd": math.gcd(*a["numbers"])},
      ["The greatest common divisor of {numbers} is {r.gcd}.", "GCD = {r.gcd}."])
 
-_fam("math", "math.quadratic", "solve_quadratic", ["quadratic_roots", "solveQuadratic", "algebra.quadratic"],
+_fam("math", "math.quadratic", "roots_of_quadratic", ["quadratic_roots", "solveQuadratic", "algebra.quadratic"],
      "Find the real roots of a quadratic equation a*x^2 + b*x + c = 0.",
      {"a": _n("Coefficient of x^2 (not zero)."), "b": _n("Coefficient of x."), "c": _n("Constant term.")},
      ["Solve {a}x^2 + {b}x + {c} = 0.", "Find the roots of the quadratic with a={a}, b={b}, c={c}.", "roots of {a}*x**2 + {b}*x + {c}?"],
@@ -362,7 +362,7 @@ _fam("math", "math.prime", "is_prime", ["prime_check", "isPrime", "number_theory
                               "smallest_factor": next((k for k in range(2, math.isqrt(n) + 1) if n % k == 0), n)})(a["number"]),
      ["Is {number} prime: {r.is_prime} (smallest factor {r.smallest_factor}).", "{number} prime? {r.is_prime}. Smallest factor: {r.smallest_factor}."])
 
-_fam("math", "math.factorial", "factorial", ["compute_factorial", "factorialOf", "math.factorial"],
+_fam("math", "math.factorial", "factorial", ["compute_factorial", "factorialOf", "numbers.factorial"],
      "Compute n! (the factorial of a non-negative integer).",
      {"n": _i("Non-negative integer.", minimum=0)},
      ["What is {n} factorial?", "Compute {n}!", "factorial of {n}", "Calculate the factorial of {n} for me."],
@@ -565,7 +565,7 @@ _fam("astronomy", "astronomy.planet", "get_planet_info", ["planet_facts", "plane
      lambda a, r: {"planet": a["planet"], "moons": {"Mercury": 0, "Venus": 0, "Mars": 2}.get(a["planet"], r.randint(14, 95)), "day_hours": round(r.uniform(9, 5900), 1)},
      ["{planet} has {r.moons} moons and a day of {r.day_hours} hours."])
 
-_fam("astronomy", "astronomy.light_time", "light_travel_time", ["light_time", "lightTravelTime", "astro.light.travel"],
+_fam("astronomy", "astronomy.light_time", "light_delay", ["light_time", "lightTravelTime", "astro.light.travel"],
      "Compute how long light takes to cover a distance.",
      {"distance": _n("The distance."), "unit": _e(["km", "au", "light_years"], "Unit of the distance.")},
      ["How long does light take to travel {distance} {unit}?", "light travel time for {distance} {unit}", "Compute the light time over {distance} {unit}."],
@@ -675,7 +675,7 @@ _fam("music", "music.beat", "beat_duration", ["note_length_ms", "beatDuration", 
      lambda a, r: {"milliseconds": round(60000 / a["bpm"] * {"whole": 4, "half": 2, "quarter": 1, "eighth": 0.5}[a["note"]], 2)},
      ["A {note} note at {bpm} BPM lasts {r.milliseconds} ms."])
 
-_fam("movies", "movies.showtimes", "get_movie_showtimes", ["movie_showtimes", "showtimesLookup", "cinema.showtimes"],
+_fam("movies", "movies.showtimes", "get_movie_showtimes", ["cinema_times", "showtimesLookup", "cinema.showtimes"],
      "List cinema showtimes for a movie in a city.",
      {"title": _s("Movie title."), "city": _s("City."), "date": _s("Date, YYYY-MM-DD; today when omitted.", opt=True)},
      ["When is {title} showing in {city}[ on {date}]?", "showtimes {title} {city}[ {date}]", "Where can I watch {title} in {city}[ on {date}]?"],
@@ -701,7 +701,7 @@ _fam("movies", "movies.recommend", "recommend_movies", ["movie_recommendations",
      lambda a, r: {"movies": r.sample(TITLES, 2)},
      ["You might enjoy {r.movies}."])
 
-_fam("cooking", "cooking.recipes", "find_recipes", ["recipe_search", "findRecipes", "kitchen.recipes.search"],
+_fam("cooking", "cooking.recipes", "recipes_with_ingredients", ["ingredient_recipe_lookup", "findRecipes", "kitchen.recipes.search"],
      "Find recipes that use the given ingredients.",
      {"ingredients": _a("string", "Ingredients to use."), "diet": _e(["none", "vegetarian", "vegan", "gluten_free"], "Dietary restriction.", default="none"),
       "max_minutes": _i("Maximum total cooking time in minutes.", opt=True)},
@@ -727,7 +727,7 @@ _fam("cooking", "cooking.nutrition", "get_nutrition_facts", ["nutrition_lookup",
      lambda a, r: {"calories": r.randint(20, 400) * a["grams"] // 100, "protein_g": round(r.uniform(0, 25) * a["grams"] / 100, 1)},
      ["{grams} g of {food} has {r.calories} kcal and {r.protein_g} g of protein."])
 
-_fam("health", "health.bmi", "calculate_bmi", ["bmi", "computeBMI", "health.bmi"],
+_fam("health", "health.bmi", "bmi_from_weight", ["bmi", "computeBMI", "health.bmi"],
      "Compute body mass index from weight and height.",
      {"weight_kg": _n("Body weight in kilograms."), "height_cm": _n("Height in centimetres.")},
      ["What's my BMI? I weigh {weight_kg} kg and I'm {height_cm} cm tall.", "BMI {weight_kg}kg {height_cm}cm", "Calculate BMI for {weight_kg} kilograms and {height_cm} centimetres."],
@@ -768,7 +768,7 @@ _fam("geography", "geography.country", "get_country_info", ["country_facts", "co
      lambda a, r: {"country": a["country"], "population_millions": round(r.uniform(0.3, 130), 1), "area_km2": r.randint(10000, 1300000)},
      ["{country} has about {r.population_millions} million people and covers {r.area_km2} km²."])
 
-_fam("geography", "geography.local_time", "get_local_time", ["local_time", "timeIn", "geo.timezone.now"],
+_fam("geography", "geography.local_time", "local_clock", ["local_time", "timeIn", "geo.timezone.now"],
      "Get the current local time and time zone of a city.",
      {"city": _s("City name.")},
      ["What time is it in {city}?", "local time {city}", "Tell me the current time in {city}, please."],
@@ -837,7 +837,7 @@ _fam("calendar", "calendar.reminder", "set_reminder", ["create_reminder", "setRe
      lambda a, r: {"reminder_id": f"rem_{r.randint(100, 999)}", "time": a["time"]},
      ["Done: I'll remind you to {message} at {time}."])
 
-_fam("messaging", "messaging.email", "send_email", ["email_send", "sendEmail", "mail.messages.send"],
+_fam("messaging", "messaging.email", "compose_and_send_email", ["email_send", "sendEmail", "mail.messages.send"],
      "Send an e-mail.",
      {"to": _s("Recipient e-mail address."), "subject": _s("Subject line."), "body": _s("Message text."),
       "priority": _e(["low", "normal", "high"], "Priority flag.", default="normal")},
@@ -935,7 +935,7 @@ _fam("real_estate", "real_estate.rental_yield", "rental_yield", ["gross_rental_y
 
 _SENTENCES = ["The river was calm this morning", "Our meeting moved to Friday", "I loved the new cafe downtown", "The train was late again",
               "This soup needs more salt", "The garden looks wonderful in spring", "Please send the report by noon"]
-_fam("text", "text.translate", "translate_text", ["translate", "translateText", "lang.translate"],
+_fam("text", "text.translate", "render_in_language", ["translate_text", "translateText", "lang.translate"],
      "Translate text into another language.",
      {"text": _s("Text to translate."), "target_language": _s("Language to translate into."), "source_language": _s("Language of the text; detected when omitted.", opt=True)},
      ["Translate \"{text}\" into {target_language}.[ It's in {source_language}.]", "{text} -> {target_language}", "How do you say \"{text}\" in {target_language}?"],

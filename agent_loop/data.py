@@ -183,7 +183,8 @@ def load_interactions(folder: Path, use_unrated: bool = True) -> tuple[list[dict
         except ValueError as e: skipped[str(e)] += 1; continue
         context = [m for m in msgs[:start] if m["role"] != "system"]
         turn = [m for m in msgs[start:] if m["role"] != "system"]
-        kept.append({"id": f"log-{tid}", "source": "interactions", "kind": "interaction", "rating": rating,
+        model = rec.get("model") if isinstance(rec.get("model"), dict) else {}
+        kept.append({"id": f"log-{tid}", "source": "interactions", "kind": "interaction", "rating": rating, "toolset_sha256": model.get("toolset_sha256"),
                      "prompt": turn[0]["content"], "supervise_from": len(context), "messages": context + turn})
     return kept, {"turns": len(turns), "feedback": len(ratings), "kept": len(kept), "skipped": dict(skipped), "problems": problems}
 
@@ -269,7 +270,10 @@ def prepare(params, root: Path, interactions_dir: Path, out_dir: Path) -> dict:
     corpus_train = corpus.generate_corpus(d.corpus_examples, d.seed, train_families, mix) if d.corpus_examples else []
     corpus_test = corpus.generate_corpus(d.heldout_examples, d.seed + 1, test_families, mix) if d.heldout_examples else []
     logged, report = load_interactions(interactions_dir, d.use_unrated_interactions)
-    logged = dedupe([ex | {"messages": scrub(ex["messages"]), "tools": toolset.schemas} for ex in logged])
+    # a turn served with other tools is no example of how to use these ones (turns logged before apps recorded their toolset are kept)
+    other = [ex for ex in logged if ex["toolset_sha256"] not in (None, toolset.record["sha256"])]
+    if other: report["skipped"]["logged with another toolset"] = len(other); report["kept"] -= len(other)
+    logged = dedupe([ex | {"messages": scrub(ex["messages"]), "tools": toolset.schemas} for ex in logged if ex not in other])
     splits = split_examples(own, logged, d.val_fraction, d.test_fraction, d.seed, corpus_train, corpus_test)
     hashes = write_splits(splits, out_dir)
     (Path(out_dir) / "toolset.json").write_text(json.dumps(toolset.record, indent=2, sort_keys=True, ensure_ascii=False) + "\n")

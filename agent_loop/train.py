@@ -8,7 +8,7 @@ import contextlib, json, math, random, time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from .format import render, render_segments
+from .format import CALL_CLOSE, render, render_segments
 
 # %% auto #0
 __all__ = ['tokenize_example', 'supervised_loss', 'collate', 'batches', 'lora_model', 'resolve_precision', 'evaluate_loss',
@@ -16,24 +16,29 @@ __all__ = ['tokenize_example', 'supervised_loss', 'collate', 'batches', 'lora_mo
 
 # %% ../nbs/08_train.ipynb #c005
 def tokenize_example(messages: list[dict], tokenizer, tools: list[dict], max_length: int, supervise_from: int = 0) -> dict | None:
-    "Token ids and labels of one conversation, or None when it is longer than `max_length`. Replies before `messages[supervise_from]` are context only."
+    """Token ids, labels and decision marks of one conversation, or None when it is longer than `max_length`. Replies before `messages[supervise_from]` are context only.
+    A decision token opens a reply (call a tool, or answer?) or follows a tool call (another call, or end the turn?)."""
     segs = render_segments(messages, tools)
     context = len(render(messages[:supervise_from], tools, add_generation_prompt=False)) if supervise_from else 0
-    text, spans, pos = "", [], 0
+    text, spans, decisions, pos = "", [], [], 0
     for seg, supervised in segs:
-        if supervised and pos >= context: spans.append((pos, pos + len(seg)))
+        if supervised and pos >= context:
+            spans.append((pos, pos + len(seg)))
+            decisions += [pos] + [pos + i + len(CALL_CLOSE) for i in range(len(seg)) if seg.startswith(CALL_CLOSE, i)]
         text += seg; pos += len(seg)
     enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
-    ids, labels = enc["input_ids"], []
+    ids, labels, marks = enc["input_ids"], [], []
     for tok_id, (a, b) in zip(ids, enc["offset_mapping"]):
         inside = b > a and any(s <= a and b <= e for s, e in spans)
         labels.append(tok_id if inside else -100)
+        marks.append(int(inside and any(a <= d < b for d in decisions)))
     if len(ids) > max_length: return None
-    return {"input_ids": ids, "labels": labels}
+    return {"input_ids": ids, "labels": labels, "decisions": marks}
 
 # %% ../nbs/08_train.ipynb #c008
-def supervised_loss(model, input_ids, attention_mask, labels, first_token_weight: float = 1.0):
-    "Weighted mean next-token cross-entropy over labelled positions, computing logits only there; the first label of each reply weighs `first_token_weight`. Returns (loss, n_labels)."
+def supervised_loss(model, input_ids, attention_mask, labels, first_token_weight: float = 1.0, decisions=None):
+    """Weighted mean next-token cross-entropy over labelled positions, computing logits only there. Decision tokens (`decisions`, as `tokenize_example` marks them;
+    without it, the first label of each reply) weigh `first_token_weight`. Returns (loss, n_labels)."""
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden = causal_lm.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     targets, labelled = labels[:, 1:], labels != -100
@@ -41,7 +46,8 @@ def supervised_loss(model, input_ids, attention_mask, labels, first_token_weight
     logits = causal_lm.lm_head(hidden[:, :-1][mask]).float()
     if (cap := getattr(causal_lm.config, "final_logit_softcapping", None)): logits = torch.tanh(logits / cap) * cap
     if first_token_weight == 1: return F.cross_entropy(logits, targets[mask]), int(mask.sum())
-    weights = 1 + (first_token_weight - 1) * (mask & ~labelled[:, :-1])[mask].float()  # a label whose predecessor has none opens a reply
+    marked = decisions[:, 1:].bool() if decisions is not None else mask & ~labelled[:, :-1]  # a label whose predecessor has none opens a reply
+    weights = 1 + (first_token_weight - 1) * marked[mask].float()
     return (F.cross_entropy(logits, targets[mask], reduction="none") * weights).sum() / weights.sum(), int(mask.sum())
 
 # %% ../nbs/08_train.ipynb #c010
@@ -51,7 +57,8 @@ def collate(examples: list[dict], pad_id: int) -> dict:
     def pad(seq, v): return seq + [v] * (width - len(seq))
     return {"input_ids": torch.tensor([pad(e["input_ids"], pad_id) for e in examples]),
             "attention_mask": torch.tensor([pad([1] * len(e["input_ids"]), 0) for e in examples]),
-            "labels": torch.tensor([pad(e["labels"], -100) for e in examples])}
+            "labels": torch.tensor([pad(e["labels"], -100) for e in examples]),
+            "decisions": torch.tensor([pad(e.get("decisions") or [0] * len(e["input_ids"]), 0) for e in examples])}
 
 def batches(examples: list[dict], batch_size: int, seed: int) -> list[list[dict]]:
     "Shuffled batches of similar lengths (less padding), in a seeded order."
@@ -133,7 +140,7 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
             if step >= total: break
             b = {k: v.to(accelerator.device) for k, v in collate(group, tok.pad_token_id).items()}
             with accelerator.accumulate(model), accelerator.autocast():
-                loss, n = supervised_loss(model, b["input_ids"], b["attention_mask"], b["labels"], tp.first_token_weight)
+                loss, n = supervised_loss(model, b["input_ids"], b["attention_mask"], b["labels"], tp.first_token_weight, b["decisions"])
                 accelerator.backward(loss); opt.step(); sched.step(); opt.zero_grad()
             step += 1; tokens += int(b["attention_mask"].sum()); sup_tokens += n
             rate = tokens / (time.time() - t0)
