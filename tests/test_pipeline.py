@@ -127,31 +127,6 @@ def test_same_params_same_bytes(project, tmp_path):
         assert (tmp_path / f"{split}.jsonl").read_bytes() == (project / f"data/processed/{split}.jsonl").read_bytes()
 
 
-def test_the_app_serves_the_toolset_the_model_was_trained_with(project):
-    "The app offers the manifest's toolset and runs its tools; a toolset changed after training stops it with a clear message."
-    from agent_loop.app import create_app
-    from agent_loop.config import load_settings
-    from agent_loop.serving import Completion
-    from agent_loop.tools import ToolsetError
-    demo, agent = create_app(load_settings(project))
-    assert {"tide_times", "berth_fee", "calculator"} <= {t.name for t in agent.tools}
-    assert "`tide_times`" in " ".join(str(c.get("props", {}).get("value", "")) for c in demo.config["components"])
-    class Scripted:  # the tiny random model cannot call a tool; this stands in for its output only, the tool runs for real
-        outs = ['<tool_call>{"name": "berth_fee", "arguments": {"length_m": 8, "nights": 2}}</tool_call>', "40 euros."]
-        def complete(self, prompt, max_tokens=128): return Completion(self.outs.pop(0), 3, 0.1)
-    real, agent.backend = agent.backend, Scripted()
-    turn = agent.turn("What does an 8 m boat pay for 2 nights?")
-    real.close()
-    assert [m.get("content") for m in turn["new_messages"] if m["role"] == "tool"] == ['{"fee_eur": 40.0}']
-    source = project / "toolsets/harbour.py"
-    original = source.read_text()
-    try:
-        source.write_text(original.replace("The fee for mooring", "What it costs to moor"))
-        assert "prepare" in run(["dvc", "status"], project).stdout, "DVC watches toolsets/"
-        with pytest.raises(ToolsetError, match="berth_fee changed"): create_app(load_settings(project))
-    finally: source.write_text(original)
-
-
 def test_the_loop_closes(project):
     "New interaction records make prepare stale; the next repro trains on them and registers a second version."
     from agent_loop.interactions import InteractionLog
@@ -177,6 +152,31 @@ def test_the_loop_closes(project):
     versions = sorted(p.name for p in (project / "models/registry").iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(versions) == 2 and first in versions, "earlier versions stay for rollback"
     assert (project / "models/registry" / first / "model.gguf").exists()
+
+
+def test_the_app_serves_the_toolset_the_model_was_trained_with(project):
+    "The app offers the manifest's toolset and runs its tools; a toolset changed after training stops it with a clear message. (It logs a turn: after the loop test.)"
+    from agent_loop.app import create_app
+    from agent_loop.config import load_settings
+    from agent_loop.serving import Completion
+    from agent_loop.tools import ToolsetError
+    demo, agent = create_app(load_settings(project))
+    assert {"tide_times", "berth_fee", "calculator"} <= {t.name for t in agent.tools}
+    assert "`tide_times`" in " ".join(str(c.get("props", {}).get("value", "")) for c in demo.config["components"])
+    class Scripted:  # the tiny random model cannot call a tool; this stands in for its output only, the tool runs for real
+        outs = ['<tool_call>{"name": "berth_fee", "arguments": {"length_m": 8, "nights": 2}}</tool_call>', "40 euros."]
+        def complete(self, prompt, max_tokens=128): return Completion(self.outs.pop(0), 3, 0.1)
+    real, agent.backend = agent.backend, Scripted()
+    turn = agent.turn("What does an 8 m boat pay for 2 nights?")
+    real.close()
+    assert [m.get("content") for m in turn["new_messages"] if m["role"] == "tool"] == ['{"fee_eur": 40.0}']
+    source = project / "toolsets/harbour.py"
+    original = source.read_text()
+    try:
+        source.write_text(original.replace("The fee for mooring", "What it costs to moor"))
+        assert "prepare" in run(["dvc", "status"], project).stdout, "DVC watches toolsets/"
+        with pytest.raises(ToolsetError, match="berth_fee changed"): create_app(load_settings(project))
+    finally: source.write_text(original)
 
 
 def test_a_failing_gate_registers_but_does_not_promote(project):
