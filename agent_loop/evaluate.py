@@ -78,8 +78,8 @@ def _rate(rows, key="correct"):
     return round(sum(bool(r[key]) for r in rows) / len(rows), 4) if rows else None
 
 def summarize(rows: list[dict]) -> dict:
-    "The metrics the gate reads, from scored rows: overall rates on the project's own suites, and one accuracy per suite and category."
-    own = [r for r in rows if r["suite"] != "bfcl"]
+    "The metrics the gate reads, from scored rows: overall rates on the served toolset's own examples (the held-out corpus when there are none), and one accuracy per suite and category."
+    own = [r for r in rows if r["suite"] == "toolset"] or [r for r in rows if r["suite"] != "bfcl"]
     first = [r for r in own if r["step"] == "first"]
     groups = {}
     for r in rows: groups.setdefault(f"{r['suite']}/{'answer' if r['step'] == 'final' else r['category']}", []).append(r)

@@ -1,8 +1,10 @@
-"""Invariant 4: benchmarks are for evaluation only. The training data that `prepare` writes at the project's own params holds
-no BFCL question and no BFCL function, and none of the corpus functions held out for the test split."""
+"""Invariant 4: benchmarks are for evaluation only. The training data that `prepare` writes at the project's params with the
+larger preset's data section (the generated corpus switched on) holds no BFCL question and no BFCL function, and none of
+the corpus functions held out for the test split."""
 import json
 from pathlib import Path
 import pytest
+import yaml
 from conftest import ROOT
 
 
@@ -11,7 +13,10 @@ def prepared(tmp_path_factory):
     from agent_loop.config import load_params
     from agent_loop.data import load_split, prepare
     out = tmp_path_factory.mktemp("processed")
-    stats = prepare(load_params(ROOT / "params.yaml"), ROOT, tmp_path_factory.mktemp("no-logs"), out)
+    params = load_params(ROOT / "params.yaml")
+    for key, value in yaml.safe_load((ROOT / "presets/large.yaml").read_text())["data"].items(): setattr(params.data, key, value)
+    assert params.data.corpus_examples > 0
+    stats = prepare(params, ROOT, tmp_path_factory.mktemp("no-logs"), out)
     return stats, {s: load_split(out / f"{s}.jsonl") for s in ("train", "val", "test")}
 
 
