@@ -22,7 +22,7 @@ def _prm(type_: str, desc: str, default=None, opt: bool = False, **kw) -> dict:
     return d
 
 def _s(desc, **kw): return _prm("string", desc, **kw)
-def _i(desc, **kw): return _prm("integer", desc, **kw)
+def _int(desc, **kw): return _prm("integer", desc, **kw)
 def _n(desc, **kw): return _prm("number", desc, **kw)
 def _b(desc, **kw): return _prm("boolean", desc, **kw)
 def _e(values, desc, **kw): return _prm("string", desc, enum=list(values), **kw)
@@ -192,7 +192,7 @@ _fam("weather", "weather.current", "current_conditions", ["current_weather", "ge
 
 _fam("weather", "weather.forecast", "get_weather_forecast", ["daily_forecast", "forecastWeather", "weather.forecast_days"],
      "Get the daily weather forecast for a city for the next few days.",
-     {"city": _s("City to forecast."), "days": _i("Number of days to forecast, 1 to 10.", minimum=1, maximum=10),
+     {"city": _s("City to forecast."), "days": _int("Number of days to forecast, 1 to 10.", minimum=1, maximum=10),
       "include_hourly": _b("Whether to include an hour-by-hour breakdown.", default=False)},
      ["What's the forecast for {city} for the next {days} days?[ Include hourly detail{include_hourly=true}.]",
       "Give me a {days}-day forecast for {city}[, hour by hour{include_hourly=true}].",
@@ -226,7 +226,7 @@ _fam("weather", "weather.uv", "get_uv_index", ["uv_index", "uvIndexForecast", "w
 _fam("travel", "travel.flights", "search_flights", ["find_flights", "flightSearch", "travel.flights.search"],
      "Search flights between two cities on a date and return the cheapest option.",
      {"origin": _s("Departure city."), "destination": _s("Arrival city."), "date": _s("Departure date, YYYY-MM-DD."),
-      "passengers": _i("Number of passengers.", default=1, minimum=1), "cabin": _e(["economy", "premium", "business", "first"], "Cabin class.", default="economy"),
+      "passengers": _int("Number of passengers.", default=1, minimum=1), "cabin": _e(["economy", "premium", "business", "first"], "Cabin class.", default="economy"),
       "nonstop": _b("Only return nonstop flights.", default=False)},
      ["Find me a flight from {origin} to {destination} on {date}[ for {passengers} people][ in {cabin}][, nonstop only{nonstop=true}].",
       "Any flights {origin} -> {destination} on {date}?[ {cabin} class please.]", "I need to fly from {origin} to {destination} on {date}[ with {passengers} passengers].",
@@ -240,8 +240,8 @@ _fam("travel", "travel.flights", "search_flights", ["find_flights", "flightSearc
 
 _fam("travel", "travel.hotels", "search_hotels", ["find_hotels", "hotelSearch", "lodging.search"],
      "Search hotels in a city for given dates and return the best-rated match.",
-     {"city": _s("City to stay in."), "check_in": _s("Check-in date, YYYY-MM-DD."), "nights": _i("Number of nights.", minimum=1),
-      "guests": _i("Number of guests.", default=2), "max_price": _n("Maximum price per night in USD.", opt=True),
+     {"city": _s("City to stay in."), "check_in": _s("Check-in date, YYYY-MM-DD."), "nights": _int("Number of nights.", minimum=1),
+      "guests": _int("Number of guests.", default=2), "max_price": _n("Maximum price per night in USD.", opt=True),
       "amenities": _a({"type": "string", "enum": ["pool", "wifi", "gym", "parking", "breakfast"]}, "Amenities the hotel must have.", opt=True)},
      ["Find a hotel in {city} from {check_in} for {nights} nights[ for {guests} guests][ under {max_price} USD a night][ with {amenities}].",
       "I need a place to stay in {city}, checking in {check_in}, {nights} nights.[ Must have {amenities}.]",
@@ -255,7 +255,7 @@ _fam("travel", "travel.hotels", "search_hotels", ["find_hotels", "hotelSearch", 
 
 _fam("travel", "travel.car_rental", "get_car_rental_quote", ["car_rental_quote", "rentalCarPrice", "travel.cars.quote"],
      "Get a price quote for renting a car in a city.",
-     {"city": _s("Pick-up city."), "pickup_date": _s("Pick-up date, YYYY-MM-DD."), "days": _i("Rental length in days."),
+     {"city": _s("Pick-up city."), "pickup_date": _s("Pick-up date, YYYY-MM-DD."), "days": _int("Rental length in days."),
       "car_class": _e(["economy", "compact", "suv", "van"], "Car category.", default="compact")},
      ["How much to rent a car in {city} from {pickup_date} for {days} days?[ I'd like an {car_class}.]",
       "Quote me a rental car in {city}, pick-up {pickup_date}, {days} days[, {car_class}].", "car rental {city} {pickup_date} {days}d[ {car_class}]"],
@@ -292,7 +292,7 @@ def _annuity(p, rate, n):
 
 _fam("finance", "finance.loan_payment", "calculate_loan_payment", ["loan_payment", "monthlyLoanPayment", "finance.loan.payment"],
      "Calculate the fixed monthly payment of an amortising loan.",
-     {"principal": _n("Amount borrowed."), "annual_rate": _n("Annual interest rate in percent, e.g. 4.5."), "years": _i("Loan term in years.")},
+     {"principal": _n("Amount borrowed."), "annual_rate": _n("Annual interest rate in percent, e.g. 4.5."), "years": _int("Loan term in years.")},
      ["What's the monthly payment on a {principal} loan at {annual_rate}% over {years} years?", "Calculate my loan payment: principal {principal}, rate {annual_rate}%, term {years} years.",
       "If I borrow {principal} for {years} years at {annual_rate} percent, how much do I pay each month?", "loan {principal} {annual_rate}% {years}y monthly?"],
      {"principal": (5000, 600000), "annual_rate": (1, 12, 2), "years": (2, 30)},
@@ -319,8 +319,8 @@ _fam("finance", "finance.stock_quote", "stock_last_price", ["stock_quote", "getS
 
 _fam("finance", "finance.compound", "compound_future_value", ["calc_compound_interest", "futureValue", "finance.compound"],
      "Compute the future value of a deposit with compound interest.",
-     {"principal": _n("Initial deposit."), "rate": _n("Annual interest rate in percent."), "years": _i("Number of years."),
-      "compounds_per_year": _i("How many times interest is compounded per year.", default=12)},
+     {"principal": _n("Initial deposit."), "rate": _n("Annual interest rate in percent."), "years": _int("Number of years."),
+      "compounds_per_year": _int("How many times interest is compounded per year.", default=12)},
      ["If I invest {principal} at {rate}% for {years} years[, compounded {compounds_per_year} times a year], what will I have?",
       "Future value of {principal} at {rate} percent after {years} years[ with {compounds_per_year} compounding periods per year]?",
       "compound interest {principal} {rate}% {years} years[ n={compounds_per_year}]"],
@@ -330,7 +330,7 @@ _fam("finance", "finance.compound", "compound_future_value", ["calc_compound_int
 
 _fam("finance", "finance.split_bill", "split_bill", ["bill_splitter", "splitBill", "finance.split_bill"],
      "Split a bill evenly between people, optionally adding a tip.",
-     {"total": _n("Bill total."), "people": _i("Number of people sharing.", minimum=1), "tip_percent": _n("Tip in percent.", default=0)},
+     {"total": _n("Bill total."), "people": _int("Number of people sharing.", minimum=1), "tip_percent": _n("Tip in percent.", default=0)},
      ["Split a {total} bill between {people} people[ with a {tip_percent}% tip].", "We are {people} and the bill is {total}.[ Add {tip_percent}% tip.] How much each?",
       "split {total} / {people}[ tip {tip_percent}%]"],
      {"total": (20, 900, 2), "people": (2, 12), "tip_percent": [10, 12.5, 15, 18, 20]},
@@ -355,7 +355,7 @@ _fam("math", "math.quadratic", "roots_of_quadratic", ["quadratic_roots", "solveQ
 
 _fam("math", "math.prime", "is_prime", ["prime_check", "isPrime", "number_theory.is_prime"],
      "Check whether an integer is a prime number and give its smallest factor.",
-     {"number": _i("Integer to test.")},
+     {"number": _int("Integer to test.")},
      ["Is {number} a prime number?", "prime? {number}", "Check if {number} is prime.", "Tell me whether {number} is prime or not."],
      {"number": (2, 100000)},
      lambda a, r: (lambda n: {"number": n, "is_prime": n > 1 and all(n % k for k in range(2, math.isqrt(n) + 1)),
@@ -364,7 +364,7 @@ _fam("math", "math.prime", "is_prime", ["prime_check", "isPrime", "number_theory
 
 _fam("math", "math.factorial", "factorial", ["compute_factorial", "factorialOf", "numbers.factorial"],
      "Compute n! (the factorial of a non-negative integer).",
-     {"n": _i("Non-negative integer.", minimum=0)},
+     {"n": _int("Non-negative integer.", minimum=0)},
      ["What is {n} factorial?", "Compute {n}!", "factorial of {n}", "Calculate the factorial of {n} for me."],
      {"n": (0, 25)},
      lambda a, r: {"factorial": math.factorial(a["n"])},
@@ -526,7 +526,7 @@ _fam("biology", "biology.species", "get_species_info", ["species_lookup", "speci
 
 _fam("biology", "biology.growth", "population_growth", ["bacterial_growth", "populationGrowth", "bio.growth.exponential"],
      "Project an exponentially growing population after a number of hours.",
-     {"initial_count": _i("Starting population."), "growth_rate": _n("Growth rate per hour, e.g. 0.3."), "hours": _n("Elapsed time in hours.")},
+     {"initial_count": _int("Starting population."), "growth_rate": _n("Growth rate per hour, e.g. 0.3."), "hours": _n("Elapsed time in hours.")},
      ["A culture starts with {initial_count} cells and grows at {growth_rate} per hour. How many after {hours} hours?",
       "population growth N0={initial_count} r={growth_rate} t={hours}h", "Project {initial_count} bacteria growing at rate {growth_rate}/h for {hours} hours."],
      {"initial_count": (10, 5000), "growth_rate": (0.05, 0.9, 2), "hours": (1, 24)},
@@ -585,7 +585,7 @@ _fam("statistics", "statistics.describe", "describe_numbers", ["summary_statisti
 
 _fam("statistics", "statistics.binomial", "binomial_probability", ["binom_pmf", "binomialProbability", "stats.binomial"],
      "Probability of exactly k successes in n independent trials with success probability p.",
-     {"trials": _i("Number of trials n."), "successes": _i("Number of successes k."), "probability": _n("Success probability per trial, 0 to 1.")},
+     {"trials": _int("Number of trials n."), "successes": _int("Number of successes k."), "probability": _n("Success probability per trial, 0 to 1.")},
      ["What's the probability of exactly {successes} successes in {trials} trials with p = {probability}?", "binomial n={trials} k={successes} p={probability}",
       "If I flip a coin with heads probability {probability} {trials} times, what's the chance of exactly {successes} heads?"],
      {"trials": (2, 40), "successes": lambda rng, a: rng.randint(0, a["trials"]), "probability": (0.05, 0.95, 2)},
@@ -603,7 +603,7 @@ _fam("statistics", "statistics.zscore", "z_score", ["standard_score", "zScore", 
 _fam("statistics", "statistics.sample_size", "required_sample_size", ["sample_size", "sampleSizeCalc", "stats.survey.sample_size"],
      "Compute the sample size needed for a survey at a margin of error and confidence level.",
      {"margin_of_error": _n("Margin of error as a fraction, e.g. 0.05."), "confidence_level": _e(["90%", "95%", "99%"], "Confidence level.", default="95%"),
-      "population": _i("Population size, when finite.", opt=True)},
+      "population": _int("Population size, when finite.", opt=True)},
      ["How many people do I need to survey for a margin of error of {margin_of_error}[ at {confidence_level} confidence][ from a population of {population}]?",
       "sample size moe={margin_of_error}[ conf {confidence_level}][ N={population}]", "Compute the survey sample size with margin {margin_of_error}[, confidence {confidence_level}]."],
      {"margin_of_error": [0.01, 0.02, 0.03, 0.04, 0.05, 0.1], "population": (500, 100000)},
@@ -627,7 +627,7 @@ _fam("sports", "sports.match_score", "get_match_score", ["match_result", "getMat
 
 _fam("sports", "sports.standings", "get_league_standings", ["league_table", "getStandings", "sports.league.standings"],
      "Get the top of a league's standings table.",
-     {"league": _s("League name."), "season": _s("Season, e.g. '2025-26'.", opt=True), "top_n": _i("How many teams to list.", default=5)},
+     {"league": _s("League name."), "season": _s("Season, e.g. '2025-26'.", opt=True), "top_n": _int("How many teams to list.", default=5)},
      ["Show me the {league} standings[ for {season}][, top {top_n}].", "Who leads the {league}[ in the {season} season]?", "{league} table[ top {top_n}]"],
      {"league": _LEAGUES, "season": ["2023-24", "2024-25", "2025-26"], "top_n": (3, 10)},
      lambda a, r: {"leader": r.choice(_TEAMS), "points": r.randint(20, 90), "teams_listed": a["top_n"]},
@@ -644,7 +644,7 @@ _fam("sports", "sports.pace", "running_pace", ["calc_running_pace", "runningPace
 _fam("music", "music.search", "search_songs", ["find_songs", "songSearch", "music.catalog.search"],
      "Search the music catalogue for songs by an artist, optionally in a genre.",
      {"artist": _s("Artist or band name."), "genre": _e(["pop", "rock", "jazz", "folk", "electronic", "classical"], "Genre filter.", opt=True),
-      "limit": _i("Maximum number of songs.", default=10)},
+      "limit": _int("Maximum number of songs.", default=10)},
      ["Find songs by {artist}[ in the {genre} genre][, at most {limit}].", "What has {artist} released?[ Only {genre}.]", "songs {artist}[ {genre}][ limit {limit}]"],
      {"artist": _ARTISTS, "limit": (3, 25)},
      lambda a, r: {"artist": a["artist"], "count": r.randint(1, a["limit"]), "top_song": r.choice(["Glass Rivers", "Northern Hum", "Slow Lanterns", "Tin Heart", "Saltwater Radio"])},
@@ -669,7 +669,7 @@ _fam("music", "music.concerts", "find_concerts", ["concert_search", "findConcert
 
 _fam("music", "music.beat", "beat_duration", ["note_length_ms", "beatDuration", "music.tempo.note_ms"],
      "Compute the duration in milliseconds of a note value at a tempo.",
-     {"bpm": _i("Tempo in beats per minute."), "note": _e(["whole", "half", "quarter", "eighth"], "Note value.", default="quarter")},
+     {"bpm": _int("Tempo in beats per minute."), "note": _e(["whole", "half", "quarter", "eighth"], "Note value.", default="quarter")},
      ["How long is a[ {note}] note at {bpm} BPM?", "note length {bpm} bpm[ {note}]", "At a tempo of {bpm}, how many milliseconds is one[ {note}] beat?"],
      {"bpm": (40, 200)},
      lambda a, r: {"milliseconds": round(60000 / a["bpm"] * {"whole": 4, "half": 2, "quarter": 1, "eighth": 0.5}[a["note"]], 2)},
@@ -694,7 +694,7 @@ _fam("movies", "movies.details", "get_movie_details", ["movie_info", "movieDetai
 _fam("movies", "movies.recommend", "recommend_movies", ["movie_recommendations", "recommendMovies", "films.recommend"],
      "Recommend movies in the given genres.",
      {"genres": _a({"type": "string", "enum": ["comedy", "drama", "thriller", "sci-fi", "animation", "documentary"]}, "Preferred genres."),
-      "min_rating": _n("Minimum average rating out of 10.", opt=True), "max_results": _i("Number of recommendations.", default=5)},
+      "min_rating": _n("Minimum average rating out of 10.", opt=True), "max_results": _int("Number of recommendations.", default=5)},
      ["Recommend some {genres} movies[ rated at least {min_rating}][, {max_results} of them].", "I'm in the mood for {genres}. Any suggestions?[ Give me {max_results}.]",
       "movie recs: {genres}[ min rating {min_rating}]"],
      {"genres": _some(["comedy", "drama", "thriller", "sci-fi", "animation", "documentary"], 1, 2), "min_rating": (5, 8.5, 1), "max_results": (2, 10)},
@@ -704,7 +704,7 @@ _fam("movies", "movies.recommend", "recommend_movies", ["movie_recommendations",
 _fam("cooking", "cooking.recipes", "recipes_with_ingredients", ["ingredient_recipe_lookup", "findRecipes", "kitchen.recipes.search"],
      "Find recipes that use the given ingredients.",
      {"ingredients": _a("string", "Ingredients to use."), "diet": _e(["none", "vegetarian", "vegan", "gluten_free"], "Dietary restriction.", default="none"),
-      "max_minutes": _i("Maximum total cooking time in minutes.", opt=True)},
+      "max_minutes": _int("Maximum total cooking time in minutes.", opt=True)},
      ["What can I cook with {ingredients}?[ It has to be {diet}.][ I have {max_minutes} minutes.]", "recipes with {ingredients}[ under {max_minutes} min]",
       "Find me a recipe using {ingredients}[, {diet}]."],
      {"ingredients": _some(_FOODS, 1, 3), "diet": ["vegetarian", "vegan", "gluten_free"], "max_minutes": [15, 20, 30, 45, 60]},
@@ -713,7 +713,7 @@ _fam("cooking", "cooking.recipes", "recipes_with_ingredients", ["ingredient_reci
 
 _fam("cooking", "cooking.scale", "scale_recipe", ["recipe_scaler", "scaleRecipe", "kitchen.recipes.scale"],
      "Scale a recipe's ingredient quantities from one number of servings to another.",
-     {"recipe": _s("Recipe name."), "original_servings": _i("Servings the recipe makes."), "new_servings": _i("Servings wanted.")},
+     {"recipe": _s("Recipe name."), "original_servings": _int("Servings the recipe makes."), "new_servings": _int("Servings wanted.")},
      ["Scale my {recipe} recipe from {original_servings} to {new_servings} servings.", "{recipe}: {original_servings} servings -> {new_servings}", "I want to make {recipe} for {new_servings} instead of {original_servings}. Adjust it."],
      {"recipe": ["banana bread", "lentil soup", "pancakes", "lasagna", "chili", "apple crumble"], "original_servings": (2, 8), "new_servings": _other("original_servings", list(range(1, 21)))},
      lambda a, r: {"factor": round(a["new_servings"] / a["original_servings"], 3)},
@@ -737,7 +737,7 @@ _fam("health", "health.bmi", "bmi_from_weight", ["bmi", "computeBMI", "health.bm
 
 _fam("health", "health.calories_burned", "estimate_calories_burned", ["calories_burned", "caloriesBurned", "fitness.calories"],
      "Estimate calories burned by an activity for a duration and body weight.",
-     {"activity": _e(["running", "cycling", "swimming", "walking", "rowing"], "The activity."), "minutes": _i("Duration in minutes."), "weight_kg": _n("Body weight in kg.")},
+     {"activity": _e(["running", "cycling", "swimming", "walking", "rowing"], "The activity."), "minutes": _int("Duration in minutes."), "weight_kg": _n("Body weight in kg.")},
      ["How many calories do I burn {activity} for {minutes} minutes at {weight_kg} kg?", "calories {activity} {minutes} min {weight_kg}kg", "I weigh {weight_kg} kg and did {minutes} minutes of {activity}. Calories burned?"],
      {"minutes": (10, 180), "weight_kg": (45, 120)},
      lambda a, r: {"calories": round({"running": 9.8, "cycling": 7.5, "swimming": 8, "walking": 3.5, "rowing": 7}[a["activity"]] * a["weight_kg"] * a["minutes"] / 60)},
@@ -813,7 +813,7 @@ _fam("shopping", "shopping.order_status", "track_order", ["order_status", "track
 _fam("calendar", "calendar.create_event", "create_calendar_event", ["add_event", "createEvent", "calendar.events.create"],
      "Create an event in the user's calendar.",
      {"title": _s("Event title."), "date": _s("Date, YYYY-MM-DD."), "start_time": _s("Start time, HH:MM (24h)."),
-      "duration_minutes": _i("Length in minutes.", default=60), "attendees": _a("string", "E-mail addresses to invite.", opt=True)},
+      "duration_minutes": _int("Length in minutes.", default=60), "attendees": _a("string", "E-mail addresses to invite.", opt=True)},
      ["Schedule \"{title}\" on {date} at {start_time}[ for {duration_minutes} minutes][ and invite {attendees}].", "Add {title} to my calendar: {date}, {start_time}[, {duration_minutes} min].",
       "new event {title} {date} {start_time}[ with {attendees}]"],
      {"title": ["Team sync", "Dentist", "Project review", "Lunch with Mei", "Budget planning", "Yoga class"], "date": _date, "start_time": _time,
@@ -882,7 +882,7 @@ _fam("files", "files.compress", "compress_files", ["make_archive", "compressFile
 
 _fam("databases", "databases.query", "run_sql_query", ["sql_query", "runQuery", "db.sql.execute"],
      "Run a read-only SQL query against a database and return the first rows.",
-     {"database": _s("Database name."), "query": _s("SQL SELECT statement."), "limit": _i("Maximum rows returned.", default=100)},
+     {"database": _s("Database name."), "query": _s("SQL SELECT statement."), "limit": _int("Maximum rows returned.", default=100)},
      ["Run \"{query}\" on the {database} database[, limit {limit}].", "On {database}, execute: {query}", "sql {database}: {query}[ (max {limit} rows)]"],
      {"database": ["sales", "inventory", "analytics", "crm"], "query": ["SELECT COUNT(*) FROM orders", "SELECT name FROM customers WHERE country = 'Peru'", "SELECT AVG(price) FROM products", "SELECT * FROM invoices WHERE paid = false"],
       "limit": (5, 500)},
@@ -891,7 +891,7 @@ _fam("databases", "databases.query", "run_sql_query", ["sql_query", "runQuery", 
 
 _fam("databases", "databases.insert", "insert_record", ["add_row", "insertRecord", "db.records.insert"],
      "Insert a customer record into a table.",
-     {"table": _s("Table name."), "record": _o({"name": _s("Full name."), "email": _s("E-mail address."), "age": _i("Age in years.", opt=True)}, "The record to insert.")},
+     {"table": _s("Table name."), "record": _o({"name": _s("Full name."), "email": _s("E-mail address."), "age": _int("Age in years.", opt=True)}, "The record to insert.")},
      ["Add {record.name} ({record.email})[, aged {record.age},] to the {table} table.", "insert into {table}: name {record.name}, email {record.email}[, age {record.age}]",
       "Please create a {table} record for {record.name} with e-mail {record.email}."],
      {"table": ["customers", "members", "subscribers", "leads"], "record.name": PEOPLE, "record.email": lambda rng, a: _email(a["record"]["name"]), "record.age": (18, 90)},
@@ -917,7 +917,7 @@ _fam("hr", "hr.net_salary", "calculate_net_salary", ["net_pay", "netSalary", "pa
 _fam("real_estate", "real_estate.listings", "search_properties", ["property_search", "searchListings", "realty.listings.search"],
      "Search properties for sale in a city.",
      {"city": _s("City."), "property_type": _e(["apartment", "house", "condo", "townhouse"], "Type of property.", default="apartment"),
-      "min_bedrooms": _i("Minimum bedrooms.", opt=True), "max_price": _n("Maximum price.", opt=True)},
+      "min_bedrooms": _int("Minimum bedrooms.", opt=True), "max_price": _n("Maximum price.", opt=True)},
      ["Find an {property_type} for sale in {city}[ with at least {min_bedrooms} bedrooms][ under {max_price}].", "homes for sale in {city}[, {min_bedrooms}+ bedrooms][, max {max_price}]",
       "What properties are on the market in {city}?[ Up to {max_price}.]"],
      {"city": CITIES, "property_type": ["house", "condo", "townhouse"], "min_bedrooms": (1, 5), "max_price": (100000, 2000000)},
@@ -1132,11 +1132,17 @@ def _parallel(rng, pool, cfg):
     rng.shuffle(offered)
     return _example("parallel", rng, calls, offered, cfg)
 
+# pairs of families where one could stand in for the other, never offered as each other's near miss
+_OVERLAP = {frozenset(p) for p in [("weather.current", "weather.forecast")]}
+
 def _irrelevance(rng, pool, cfg):
-    asked = rng.choice(pool) if rng.random() < 0.6 else None
-    cand = [f for f in pool if asked is None or f.domain != asked.domain] or [f for f in pool if f is not asked]
+    asked = rng.choice(pool) if rng.random() < 0.8 else None
+    others = [f for f in pool if f is not asked]
+    near = [f for f in others if asked is not None and f.domain == asked.domain and frozenset((f.id, asked.id)) not in _OVERLAP]
+    far = [f for f in others if asked is None or f.domain != asked.domain]
+    cand = near if near and rng.random() < 0.5 else far or others
     if not cand: asked, cand = None, pool
-    offered = rng.sample(cand, min(rng.randint(1, 4), len(cand)))
+    offered = rng.sample(cand, min(rng.choice([1, 1, 2, 3, 4]), len(cand)))
     taken = set()
     tools = [present(f, rng, taken, cfg["p_alt_name"], cfg["p_opaque_name"], cfg["p_rename_params"])[0] for f in offered]
     if asked is None:

@@ -41,3 +41,8 @@ def test_every_module_imports_on_its_own():
     mods = sorted(p.stem for p in (ROOT / "agent_loop").glob("*.py") if not p.stem.startswith("_"))
     code = "import importlib\n" + "".join(f"importlib.import_module('agent_loop.{m}')\n" for m in mods)
     run([sys.executable, "-c", code], ROOT)
+
+
+def test_nbdev_test_runs_the_library_notebooks():
+    "nbdev's own runner (not only nbval) passes: it runs cells in IPython, where names like `_i` are taken, and skips nbs/pipeline."
+    run([BIN / "nbdev-test", "--n-workers", "2"], ROOT)
