@@ -64,7 +64,7 @@ def _id_key(item_id: str):
     return (head, int(tail)) if tail.isdigit() else (item_id, -1)
 
 def load_suite(name: str, cache_dir, limit: int = 0, seed: int = 0) -> list[dict]:
-    "BFCL v4 suite `name` as items `{id, suite, category, messages, tools, expected}`; `limit` > 0: a sample of that size seeded by `seed`, in id order."
+    "BFCL v4 suite `name` as items `{id, suite, category, messages, tools, expected}`; `limit` > 0: the first `limit` of a shuffle seeded by `seed` (so a smaller sample is part of a larger one), in id order."
     if name not in _CATEGORY: raise ValueError(f"unknown BFCL suite {name!r}: one of {', '.join(BFCL_SUITES)}")
     with zipfile.ZipFile(bfcl_wheel(cache_dir)) as zf:
         questions = _jsonl(zf, f"bfcl_eval/data/BFCL_v4_{name}.json")
@@ -74,7 +74,7 @@ def load_suite(name: str, cache_dir, limit: int = 0, seed: int = 0) -> list[dict
               "messages": [{"role": m["role"], "content": m["content"]} for m in q["question"][0]],
               "tools": [to_json_schema(f) for f in q["function"]],
               "expected": answers[q["id"]] if _CATEGORY[name] != "irrelevance" else []} for q in questions]
-    if limit > 0: items = random.Random(seed).sample(items, min(limit, len(items)))
+    if limit > 0: random.Random(seed).shuffle(items); items = items[:limit]
     return sorted(items, key=lambda it: _id_key(it["id"]))
 
 # %% ../nbs/13_bfcl.ipynb #c019

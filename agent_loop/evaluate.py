@@ -4,14 +4,15 @@
 
 # %% ../nbs/10_evaluate.ipynb #c003
 from __future__ import annotations
-import hashlib, importlib.util, json, os, re, tempfile
+import hashlib, json, os, re, tempfile
 from pathlib import Path
 from .format import parse_reply, render
 from .bfcl import check_calls, load_suite
+from .serving import Completion
 
 # %% auto #0
 __all__ = ['expected_calls', 'mentions', 'eval_cases', 'bfcl_cases', 'score_case', 'summarize', 'evaluate_model', 'gate',
-           'base_gguf', 'build_gguf', 'score_gguf', 'evaluate_candidate']
+           'base_gguf', 'build_gguf', 'CompletionCache', 'score_gguf', 'evaluate_candidate']
 
 # %% ../nbs/10_evaluate.ipynb #c005
 def expected_calls(calls: list[dict], tools: list[dict]) -> list[dict]:
@@ -146,24 +147,39 @@ def build_gguf(base, adapter_dir: Path, out: Path, quantization: str, threads: i
         return quantize_gguf(f16, tmp / "model.gguf", quantization, threads)
     return _atomic_build(out, build)
 
-def _scoring_code() -> str:
-    "A hash of the code that decides a score: the format, this module and the BFCL checker."
-    return hashlib.sha256(b"".join(Path(importlib.util.find_spec(f"agent_loop.{m}").origin).read_bytes() for m in ("format", "evaluate", "bfcl"))).hexdigest()
+class CompletionCache:
+    """Greedy completions of one model, appended to a JSONL file by prompt: a prompt seen before is answered from the file, and
+    the model is only loaded (by `open_backend()`) when a prompt is new. Scores are always recomputed from the completions, so
+    scoring code may change freely; the prompt text is the key, so a format change regenerates what it changes."""
+    def __init__(self, path: Path, open_backend):
+        self.path, self.open_backend, self.backend, self.done, self.generated = Path(path), open_backend, None, {}, 0
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try: r = json.loads(line); self.done[r["key"]] = Completion(r["text"], r["tokens"], r["seconds"])
+                except (ValueError, KeyError, TypeError): continue  # a line torn by a killed run: that prompt is generated again
+    @staticmethod
+    def key(prompt: str, max_tokens: int) -> str: return hashlib.sha256(json.dumps([prompt, max_tokens]).encode()).hexdigest()
+    def complete(self, prompt: str, max_tokens: int = 96) -> Completion:
+        k = self.key(prompt, max_tokens)
+        if k in self.done: return self.done[k]
+        if self.backend is None: self.backend = self.open_backend()
+        out = self.done[k] = self.backend.complete(prompt, max_tokens)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f: f.write(json.dumps({"key": k, "text": out.text, "tokens": out.tokens, "seconds": out.seconds}) + "\n")
+        self.generated += 1
+        return out
+    def close(self):
+        if self.backend is not None: self.backend.close()
 
 def score_gguf(gguf: Path, sha256: str, cases: list[dict], max_new_tokens: int, cache_dir: Path, threads: int = 0, context_length: int = 2048,
                desc: str = "evaluate", progress: bool = True) -> tuple[dict, list[dict]]:
-    "`evaluate_model` on the GGUF at `gguf` through llama.cpp, or its cached result for the same file, cases and scoring code."
+    "`evaluate_model` on the GGUF at `gguf` (checked against `sha256`) through llama.cpp, generating only completions not yet in its `CompletionCache`."
     from agent_loop.serving import LlamaCppBackend
-    key = hashlib.sha256(json.dumps([sha256, cases, max_new_tokens, context_length, _scoring_code()], sort_keys=True).encode()).hexdigest()[:24]
-    cached = Path(cache_dir).expanduser() / "scores" / f"{sha256[:16]}-{key}.json"
-    if cached.exists():
-        metrics, rows = json.loads(cached.read_text())
-        return metrics | {"cached": True}, rows
-    backend = LlamaCppBackend(gguf, sha256, threads, context_length)
-    try: metrics, rows = evaluate_model(backend, cases, max_new_tokens, progress, desc)
-    finally: backend.close()
-    _atomic_build(cached, lambda tmp: (tmp / "s.json").write_text(json.dumps([metrics, rows])) and tmp / "s.json")
-    return metrics | {"cached": False}, rows
+    cache = CompletionCache(Path(cache_dir).expanduser() / "completions" / f"{sha256}.jsonl", lambda: LlamaCppBackend(gguf, sha256, threads, context_length))
+    try: metrics, rows = evaluate_model(cache, cases, max_new_tokens, progress, desc)
+    finally: cache.close()
+    return metrics | {"generated": cache.generated}, rows
+
 
 # %% ../nbs/10_evaluate.ipynb #c019
 def _interleave(rows: list[dict]) -> list[dict]:
@@ -187,14 +203,14 @@ def evaluate_candidate(params, settings, progress: bool = True) -> tuple[dict, l
     ggufs = {"base": base_gguf(base, cache, params.export.quantization, threads), "candidate": candidate}
     current = read_current(settings.path("current"), root)
     if current: ggufs["current"] = root / current["gguf"]
+    shas = {who: current["sha256"] if who == "current" else sha256_file(gguf) for who, gguf in ggufs.items()}
     results, scored = {}, []
     for who, gguf in ggufs.items():
-        sha = current["sha256"] if who == "current" else sha256_file(gguf)
-        results[who], rows = score_gguf(gguf, sha, cases, ev.max_new_tokens, cache, threads, settings.serving.context_length, who, progress)
+        results[who], rows = score_gguf(gguf, shas[who], cases, ev.max_new_tokens, cache, threads, settings.serving.context_length, who, progress)
         scored += [r | {"model": who} for r in rows]
     promoted, reasons = gate(results["candidate"], results["base"], results.get("current"), ev.gate)
     report = {"base": results["base"], "candidate": results["candidate"], "current": results.get("current"),
               "current_version": current["version"] if current else None, "current_sha256": current["sha256"] if current else None, "promoted": promoted, "reasons": reasons,
-              "candidate_gguf": str(candidate.relative_to(root)), "candidate_sha256": sha256_file(candidate), "quantization": params.export.quantization,
+              "candidate_gguf": str(candidate.relative_to(root)), "candidate_sha256": shas["candidate"], "quantization": params.export.quantization,
               "candidate_adapter_sha256": sha256_file(adapter / "adapter_model.safetensors")}
     return report, scored
