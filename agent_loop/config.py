@@ -38,7 +38,7 @@ def _opt(default, check=None, help=""):
 class DataParams:
     seed: int = _opt(7)
     n_examples: int = _opt(200, _non_negative, "conversations generated for the built-in tools (when tools.toolsets names builtin)")
-    corpus_examples: int = _opt(300, _non_negative, "examples of the generated function-calling corpus (agent_loop.corpus) for training and validation")
+    corpus_examples: int = _opt(0, _non_negative, "examples of the generated function-calling corpus (agent_loop.corpus) for training and validation")
     heldout_families: float = _opt(0.2, _share, "share of the corpus's function families held out of training entirely, for the test split")
     heldout_examples: int = _opt(40, _non_negative, "test examples generated from the held-out families")
     mix_simple: float = _opt(0.3, _rate, "corpus share: one tool offered, one call")
