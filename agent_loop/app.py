@@ -69,6 +69,15 @@ class Agent:
         answer = new[-1]["content"] if new else ""
         return {"turn_id": turn_id, "answer": answer, "new_messages": [user] + new, "conversation": full, "stats": stats, "model": self.model_info}
 
+    def correct(self, turn_id: str, tool_calls=None, answer: str | None = None, comment: str = "") -> str:
+        "Record what turn `turn_id` should have been: the right `tool_calls` (a list, or its JSON text; `[]` for none) and/or the right `answer`. Returns the correction's id; a ValueError says what is wrong."
+        if isinstance(tool_calls, str):
+            try: tool_calls = json.loads(tool_calls) if tool_calls.strip() else None
+            except (ValueError, RecursionError) as e: raise ValueError(f"tool_calls is not valid JSON ({type(e).__name__})") from None
+        if isinstance(tool_calls, dict): tool_calls = [tool_calls]  # one call given bare
+        answer = _text(answer) if answer is not None and str(answer).strip() else None
+        return self.log.log_correction(turn_id, tool_calls, answer, _text(comment or ""), tools=[t.schema for t in self.tools])
+
 # %% ../nbs/12_app.ipynb #c008
 def _text(value) -> str:
     "`value` as text that can always be encoded (lone surrogates replaced)."
@@ -130,6 +139,9 @@ def to_chat(messages: list[dict]) -> list[dict]:
     return out
 
 # %% ../nbs/12_app.ipynb #c014
+def _target_note(turn_id) -> str:
+    return f"Correcting turn `{turn_id[:8]}`." if turn_id else "Corrects the last reply, or the last one you rated 👎."
+
 def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
     "The Gradio app around `agent`."
     info = agent.model_info
@@ -137,49 +149,67 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
         names = ", ".join(f"`{t.name}`" for t in agent.tools)
         gr.Markdown(f"## 🔁 {title}\nA small Gemma agent that calls tools: {names}. "
                     f"Model **{info.get('version')}** (sha256 `{str(info.get('sha256'))[:12]}…`, {info.get('backend', '')}). "
-                    "Rate answers with 👍/👎: every turn and rating is logged to `data/interactions/` and feeds the next `dvc repro`.")
+                    "Rate answers with 👍/👎 and correct wrong ones (✏️ below): every turn, rating and correction is logged to `data/interactions/`, and the next `dvc repro` trains on the turns you rated 👍 and on your corrections.")
         with gr.Accordion(f"Tools ({len(agent.tools)}): what the model reads", open=False):
             gr.Code("\n".join(signature(t.schema) for t in agent.tools), language=None, label="tool descriptions", interactive=False)
         chatbot = gr.Chatbot(height=480, label="agent", placeholder=f"Ask anything; the agent may call {names}.")
-        conversation, bubble_turns, session = gr.State([]), gr.State([]), gr.State("")
+        conversation, bubble_turns, session, target = gr.State([]), gr.State([]), gr.State(""), gr.State(None)
         with gr.Row():
             box = gr.Textbox(placeholder="Ask something…", show_label=False, scale=8, max_length=None)
             send = gr.Button("Send", variant="primary", scale=1)
             clear = gr.Button("New chat", scale=1)
+        with gr.Accordion("✏️ Correct a reply: what should the agent have done?", open=False):
+            target_note = gr.Markdown("Corrects the last reply, or the last one you rated 👎.")
+            with gr.Row():
+                right_answer = gr.Textbox(label="the right answer", placeholder="e.g. 12 times 7 is 84.", scale=3)
+                right_calls = gr.Code(label="the right tool calls (JSON list; [] for none; empty keeps the reply's own)", language="json", value="", scale=3)
+            with gr.Row():
+                why = gr.Textbox(label="comment (optional)", scale=4)
+                submit_fix = gr.Button("Record correction", scale=1)
         status = gr.Markdown("")
 
         def respond(message, conv, turns, sid):
             sid = sid or uuid.uuid4().hex
             try: res = agent.turn(message, conv, sid)
-            except LogWriteError as e: return message, to_chat(conv), conv, turns, sid, f"⚠️ {e}. Please try again."
+            except LogWriteError as e: return message, to_chat(conv), conv, turns, sid, f"⚠️ {e}. Please try again.", gr.skip(), gr.skip()
             shown = to_chat(res["new_messages"])
             turns = turns + [None] + [res["turn_id"]] * (len(shown) - 1)
             chat_hist = to_chat(res["conversation"])
             st = res["stats"]
             note = f"turn `{res['turn_id'][:8]}` · {st.get('tokens', 0)} tokens · {st.get('tokens_per_s', 0)} tokens/s" if st else f"turn `{res['turn_id'][:8]}`"
-            return "", chat_hist, res["conversation"], turns, sid, note
+            return "", chat_hist, res["conversation"], turns, sid, note, res["turn_id"], _target_note(res["turn_id"])
 
-        def on_like(turns, data: gr.LikeData):
+        def on_like(turns, current_target, data: gr.LikeData):
             idx = data.index if isinstance(data.index, int) else data.index[0]
             turn_id = turns[idx] if 0 <= idx < len(turns) else None
-            if turn_id is None: return "Only the agent's replies can be rated."
+            if turn_id is None: return "Only the agent's replies can be rated.", current_target, gr.skip()
             # Gradio sends True/"Like", False/"Dislike", or an empty value when a rating is clicked off again
             rating = "up" if data.liked in (True, "Like") else "down" if data.liked in (False, "Dislike") else "none"
             try: agent.log.log_feedback(turn_id, rating)
-            except (ValueError, LogWriteError) as e: return f"⚠️ {e}"
-            return {"up": "Logged 👍", "down": "Logged 👎", "none": "Rating withdrawn"}[rating] + f" for turn `{turn_id[:8]}`"
+            except (ValueError, LogWriteError) as e: return f"⚠️ {e}", current_target, gr.skip()
+            done = {"up": "Logged 👍", "down": "Logged 👎", "none": "Rating withdrawn"}[rating] + f" for turn `{turn_id[:8]}`"
+            if rating == "down": return done + ". If you know what the agent should have done, say it under ✏️ Correct a reply.", turn_id, _target_note(turn_id)
+            return done, current_target, gr.skip()
 
-        outs = [box, chatbot, conversation, bubble_turns, session, status]
+        def on_correct(turn_id, answer, calls, comment):
+            if not turn_id: return "Nothing to correct yet: ask something first.", gr.skip(), gr.skip(), gr.skip()
+            try: agent.correct(turn_id, calls, answer, comment)
+            except (ValueError, LogWriteError) as e: return f"⚠️ Correction not recorded: {e}", gr.skip(), gr.skip(), gr.skip()
+            return f"✏️ Correction recorded for turn `{turn_id[:8]}`: the next `dvc repro` trains on it instead of the reply.", "", "", ""
+
+        outs = [box, chatbot, conversation, bubble_turns, session, status, target, target_note]
         box.submit(respond, [box, conversation, bubble_turns, session], outs, api_visibility="private")
         send.click(respond, [box, conversation, bubble_turns, session], outs, api_visibility="private")
-        clear.click(lambda: ([], [], [], "", ""), None, [chatbot, conversation, bubble_turns, session, status], api_visibility="private")
-        chatbot.like(on_like, [bubble_turns], status, api_visibility="private")
+        clear.click(lambda: ([], [], [], "", "", None, _target_note(None)), None, [chatbot, conversation, bubble_turns, session, status, target, target_note], api_visibility="private")
+        chatbot.like(on_like, [bubble_turns, target], [status, target, target_note], api_visibility="private")
+        submit_fix.click(on_correct, [target, right_answer, right_calls, why], [status, right_answer, right_calls, why], api_visibility="private")
 
-        def chat(message: str, conversation_json: str = "") -> dict:
+        def chat(message: str, conversation_json: str = "", request: gr.Request = None) -> dict:
             "Send `message` (after the conversation in `conversation_json`, a JSON list of messages); returns the turn."
             try: conv = check_conversation(conversation_json, 20 * agent.max_message_chars, agent.seals)
             except ValueError as e: raise gr.Error(f"conversation_json: {e}")
-            try: res = agent.turn(message, conv, "api")
+            # one API client is one session, so that the training caps per session hold for programs too
+            try: res = agent.turn(message, conv, f"api-{getattr(request, 'session_hash', None) or 'anonymous'}")
             except LogWriteError as e: raise gr.Error(str(e))
             sealed = agent.seals.seal(res["conversation"])  # send it back as it is to go on with the conversation
             return res | {"conversation": sealed, "new_messages": sealed[len(conv):]}
@@ -189,8 +219,14 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
             try: return {"feedback_id": agent.log.log_feedback(turn_id, rating, comment), "turn_id": turn_id, "rating": rating}
             except (ValueError, LogWriteError) as e: raise gr.Error(str(e))
 
+        def correct(turn_id: str, tool_calls: str = "", answer: str = "", comment: str = "") -> dict:
+            "Correct turn `turn_id`: the right `tool_calls` (JSON list of {name, arguments}; `[]` for none; empty keeps the turn's own) and/or the right `answer`."
+            try: return {"correction_id": agent.correct(turn_id, tool_calls, answer, comment), "turn_id": turn_id}
+            except (ValueError, LogWriteError) as e: raise gr.Error(str(e))
+
         gr.api(chat, api_name="chat")
         gr.api(feedback, api_name="feedback")
+        gr.api(correct, api_name="correct")
     return demo
 
 # %% ../nbs/12_app.ipynb #c015

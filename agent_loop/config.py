@@ -47,7 +47,9 @@ class DataParams:
     mix_irrelevance: float = _opt(0.25, _rate, "corpus share: no offered tool fits, answer directly")
     val_fraction: float = _opt(0.1, _share)
     test_fraction: float = _opt(0.1, _share)
-    use_unrated_interactions: bool = _opt(True, help="train on logged turns nobody rated (rated-down turns are always dropped)")
+    use_unrated_interactions: bool = _opt(False, help="also train on logged turns nobody rated or corrected (they may hold the model's own mistakes, and anyone who can chat writes them)")
+    max_turns_per_session: int = _opt(20, _non_negative, "logged turns kept from one chat session at most (0: no cap), so that one user cannot steer a run")
+    max_turns_per_prompt: int = _opt(3, _non_negative, "logged turns kept per repeated request at most (0: no cap)")
 
 @dataclass
 class ToolsParams:
@@ -213,6 +215,7 @@ class PathSettings:
     data: str = _opt("data")
     interactions: str = _opt("data/interactions")
     processed: str = _opt("data/processed")
+    snapshot: str = _opt("data/snapshot")
     models: str = _opt("models")
     registry: str = _opt("models/registry")
     current: str = _opt("models/current.json")

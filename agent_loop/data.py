@@ -8,14 +8,14 @@ import datetime, hashlib, json, random, re
 from pathlib import Path
 from collections import Counter
 from datasets import Dataset
-from .tools import BUILTIN, DEFAULT_TOOLS, Toolset, load_toolsets, run_tool
+from .tools import BUILTIN, DEFAULT_TOOLS, Toolset, load_toolsets, run_tool, tool_schemas
 from .interactions import read_jsonl
-from .format import check_messages
+from .format import call_problem, check_messages
 from . import corpus
 
 # %% auto #0
 __all__ = ['TASK_KINDS', 'normalize_prompt', 'generate_seed_tasks', 'toolset_examples', 'category', 'load_interactions', 'scrub',
-           'conversation_hash', 'dedupe', 'split_examples', 'write_splits', 'load_split', 'prepare']
+           'conversation_hash', 'dedupe', 'split_examples', 'write_splits', 'load_split', 'write_snapshot', 'prepare']
 
 # %% ../nbs/07_data.ipynb #c005
 _NUM_WORDS = {"+": ["plus", "+"], "-": ["minus", "-"], "*": ["times", "*", "multiplied by"], "/": ["divided by", "/"]}
@@ -147,46 +147,98 @@ def category(example: dict) -> str:
     return "simple" if len(example["tools"]) == 1 else "multiple"
 
 # %% ../nbs/07_data.ipynb #c011
-def _training_turn(rec: dict) -> tuple[list[dict], int]:
-    "The checked messages of a logged turn and where the turn starts, or a ValueError saying why it cannot be trained on."
+def _logged_turn(rec: dict) -> tuple[list[dict], int]:
+    "The checked messages of a logged turn and where the turn starts, or a ValueError saying why it cannot be read."
     raw, start = rec.get("messages"), rec.get("turn_start", 0)
     if not isinstance(raw, list) or not raw: raise ValueError("no messages")
     if type(start) is not int or not 0 <= start < len(raw): raise ValueError("bad turn_start")
     try: msgs = check_messages(raw)
     except ValueError: raise ValueError("malformed message") from None
-    turn = msgs[start:]
-    if turn[0]["role"] != "user": raise ValueError("malformed message")
-    if any(m["role"] == "tool" and "error" in m for m in turn): raise ValueError("a tool failed")
-    if any(m.get("role") == "assistant" and m.get("error") for m in raw[start:]): raise ValueError("the model's reply was malformed")
-    if turn[-1]["role"] != "assistant" or turn[-1].get("tool_calls"): raise ValueError("the turn has no final answer")
+    if msgs[start]["role"] != "user": raise ValueError("malformed message")
     return msgs, start
+
+def _as_served(rec: dict, msgs: list[dict], start: int) -> list[dict]:
+    "The turn as the model served it, if it can be trained on as it is."
+    turn = msgs[start:]
+    if any(m["role"] == "tool" and "error" in m for m in turn): raise ValueError("a tool failed")
+    if any(m.get("role") == "assistant" and m.get("error") for m in rec["messages"][start:]): raise ValueError("the model's reply was malformed")
+    if turn[-1]["role"] != "assistant" or turn[-1].get("tool_calls"): raise ValueError("the turn has no final answer")
+    return msgs
+
+def _as_corrected(rec: dict, msgs: list[dict], start: int, correction: dict, tools: list) -> list[dict]:
+    "The turn as `correction` says it should have gone: its tool calls (run here, for real) and/or its answer in place of the model's."
+    user, served = msgs[start], msgs[start + 1:]
+    if "tool_calls" in correction:
+        calls = correction["tool_calls"]
+        if not isinstance(calls, list) or any(call_problem(c, tool_schemas(tools)) for c in calls): raise ValueError("the correction's tool calls do not fit the tools")
+        results = [run_tool(c, tools) for c in calls]
+        if any("error" in r for r in results): raise ValueError("a corrected tool call fails when run")
+        reply = [{"role": "assistant", "content": "", "tool_calls": calls}] if calls else []
+        # without an answer only the calls are taught: what the model would say after their results is unknown
+        if "answer" in correction: reply += results + [{"role": "assistant", "content": correction["answer"]}]
+    else:  # the right tools, the wrong conclusion: keep the turn's calls and results, replace the last reply
+        if any(m["role"] == "tool" and "error" in m for m in served): raise ValueError("a tool failed")
+        if not all(m["role"] == "tool" or m.get("tool_calls") for m in served[:-1]): raise ValueError("malformed message")
+        reply = [m for m in served[:-1]] + [{"role": "assistant", "content": correction["answer"]}]
+    if not isinstance(reply[-1].get("content"), str) or not (reply[-1].get("tool_calls") or reply[-1]["content"].strip()): raise ValueError("malformed correction")
+    return msgs[:start] + [user] + reply
+
+def _replays(msgs: list[dict], tools: list) -> bool:
+    "Whether every tool result in `msgs` is what running its call here gives now (a forged or stale result is not)."
+    pending = []
+    for m in msgs:
+        if m["role"] == "assistant": pending = list(m.get("tool_calls") or [])
+        elif m["role"] == "tool":
+            if not pending or run_tool(pending.pop(0), tools) != m: return False
+    return True
 
 def _brief(rec) -> str:
     try: return json.dumps(rec, ensure_ascii=False)[:60]
     except (ValueError, RecursionError): return "(unprintable)"
 
-def load_interactions(folder: Path, use_unrated: bool = True) -> tuple[list[dict], dict]:
-    "Training conversations from the app's logs in `folder`, and a report of what was kept and skipped. Never fails on a record."
-    turns, ratings, problems = {}, {}, []
+def load_interactions(folder: Path, tools: list = DEFAULT_TOOLS, use_unrated: bool = False, max_per_session: int = 0, max_per_prompt: int = 0,
+                      toolset_sha256: str | None = None) -> tuple[list[dict], dict]:
+    """Training conversations from the app's logs in `folder`, and a report of what was kept and why the rest was dropped. Never fails on a record.
+
+    Corrected turns train on their correction; turns rated 👍 as served; unrated turns only with `use_unrated`. A turn served with another
+    toolset than `toolset_sha256` is no example of these tools. Every tool result must replay with `tools`. At most `max_per_session` turns
+    of one session and `max_per_prompt` of one request are kept (0: no cap), first logged first kept."""
+    turns, ratings, corrections, problems = {}, {}, {}, []
     for path in sorted(Path(folder).glob("*.jsonl")):
         recs, probs = read_jsonl(path); problems += probs
         for rec in recs:
-            if rec.get("type") == "turn" and isinstance(rec.get("id"), str): turns[rec["id"]] = rec
-            elif rec.get("type") == "feedback" and rec.get("rating") in ("up", "down", "none") and isinstance(rec.get("turn_id"), str): ratings[rec["turn_id"]] = rec["rating"]
-            else: problems.append(f"{path.name}: record {_brief(rec)} is neither a turn nor a feedback")
-    kept, skipped = [], Counter()
+            kind, target = rec.get("type"), rec.get("turn_id")
+            if kind == "turn" and isinstance(rec.get("id"), str): turns[rec["id"]] = rec
+            elif kind == "feedback" and rec.get("rating") in ("up", "down", "none") and isinstance(target, str): ratings[target] = rec
+            elif kind == "correction" and isinstance(target, str) and ("tool_calls" in rec or isinstance(rec.get("answer"), str)): corrections[target] = rec
+            else: problems.append(f"{path.name}: record {_brief(rec)} is neither a turn, a feedback nor a correction")
+    kept, skipped, kept_as, per_session, per_prompt = [], Counter(), Counter(), Counter(), Counter()
     for tid, rec in turns.items():
-        rating = ratings.get(tid, "none")
-        if rating == "down": skipped["rated down"] += 1; continue
-        if rating == "none" and not use_unrated: skipped["unrated"] += 1; continue
-        try: msgs, start = _training_turn(rec)
+        rating, correction = ratings.get(tid, {}).get("rating", "none"), corrections.get(tid)
+        if not correction and rating == "down": skipped["rated down"] += 1; continue
+        if not correction and rating == "none" and not use_unrated: skipped["unrated"] += 1; continue
+        model = rec.get("model") if isinstance(rec.get("model"), dict) else {}
+        # turns logged before apps recorded their toolset are kept
+        if toolset_sha256 and model.get("toolset_sha256") not in (None, toolset_sha256): skipped["logged with another toolset"] += 1; continue
+        try:
+            msgs, start = _logged_turn(rec)
+            msgs = _as_corrected(rec, msgs, start, correction, tools) if correction else _as_served(rec, msgs, start)
         except ValueError as e: skipped[str(e)] += 1; continue
+        if not _replays(msgs, tools): skipped["a tool result does not replay (forged or stale)"] += 1; continue
+        session, prompt = str(rec.get("session_id", "")), normalize_prompt(msgs[start]["content"])
+        if max_per_session and per_session[session] >= max_per_session: skipped["over the per-session cap"] += 1; continue
+        if max_per_prompt and per_prompt[prompt] >= max_per_prompt: skipped["over the per-request cap"] += 1; continue
+        per_session[session] += 1; per_prompt[prompt] += 1
+        label = "corrected" if correction else "rated up" if rating == "up" else "unrated"
+        kept_as[label] += 1
         context = [m for m in msgs[:start] if m["role"] != "system"]
         turn = [m for m in msgs[start:] if m["role"] != "system"]
-        model = rec.get("model") if isinstance(rec.get("model"), dict) else {}
-        kept.append({"id": f"log-{tid}", "source": "interactions", "kind": "interaction", "rating": rating, "toolset_sha256": model.get("toolset_sha256"),
-                     "prompt": turn[0]["content"], "supervise_from": len(context), "messages": context + turn})
-    return kept, {"turns": len(turns), "feedback": len(ratings), "kept": len(kept), "skipped": dict(skipped), "problems": problems}
+        kept.append({"id": f"log-{tid}", "source": "interactions", "kind": "interaction", "label": label,
+                     "prompt": turn[0]["content"], "supervise_from": len(context), "messages": context + turn,
+                     "records": [r for r in (rec, ratings.get(tid), correction) if r]})
+    report = {"turns": len(turns), "feedback": len(ratings), "corrections": len(corrections), "kept": len(kept),
+              "kept_as": dict(sorted(kept_as.items())), "skipped": dict(sorted(skipped.items())), "problems": problems}
+    return kept, report
 
 # %% ../nbs/07_data.ipynb #c014
 _SCRUB = [(re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), "[email]"),
@@ -259,9 +311,18 @@ def load_split(path: Path) -> list[dict]:
     if problems: raise ValueError(f"{path} is corrupt: {problems[0]}")
     return [r | {"messages": json.loads(r["messages"]), "tools": json.loads(r["tools"])} for r in rows]
 
+# %% ../nbs/07_data.ipynb #c017b
+def write_snapshot(records: list[dict], folder: Path) -> dict:
+    "The raw log `records` a model is trained on, written to `folder`/interactions.jsonl (a DVC output: backed up with the model, never in git), and what names them."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "interactions.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=True, sort_keys=True) + "\n" for r in records))
+    return {"file": path.name, "records": len(records), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "turns": sorted(r["id"] for r in records if r.get("type") == "turn")}
+
 # %% ../nbs/07_data.ipynb #c020
-def prepare(params, root: Path, interactions_dir: Path, out_dir: Path) -> dict:
-    "Load the toolsets, generate their examples and the corpus, merge the logs, scrub, dedupe, split and write; return the stage's statistics."
+def prepare(params, root: Path, interactions_dir: Path, out_dir: Path, snapshot_dir: Path) -> dict:
+    "Load the toolsets, generate their examples and the corpus, merge the logs, scrub, dedupe, split and write; snapshot the log records trained on; return the stage's statistics."
     d = params.data
     toolset = load_toolsets(params.tools.toolsets, root)
     own = toolset_examples(toolset, d.n_examples, d.seed)
@@ -269,18 +330,18 @@ def prepare(params, root: Path, interactions_dir: Path, out_dir: Path) -> dict:
     mix = {"simple": d.mix_simple, "multiple": d.mix_multiple, "parallel": d.mix_parallel, "irrelevance": d.mix_irrelevance}
     corpus_train = corpus.generate_corpus(d.corpus_examples, d.seed, train_families, mix) if d.corpus_examples else []
     corpus_test = corpus.generate_corpus(d.heldout_examples, d.seed + 1, test_families, mix) if d.heldout_examples else []
-    logged, report = load_interactions(interactions_dir, d.use_unrated_interactions)
-    # a turn served with other tools is no example of how to use these ones (turns logged before apps recorded their toolset are kept)
-    other = [ex for ex in logged if ex["toolset_sha256"] not in (None, toolset.record["sha256"])]
-    if other: report["skipped"]["logged with another toolset"] = len(other); report["kept"] -= len(other)
-    logged = dedupe([ex | {"messages": scrub(ex["messages"]), "tools": toolset.schemas} for ex in logged if ex not in other])
+    logged, report = load_interactions(interactions_dir, toolset.tools, d.use_unrated_interactions, d.max_turns_per_session, d.max_turns_per_prompt,
+                                       toolset.record["sha256"])
+    logged = dedupe([ex | {"messages": scrub(ex["messages"]), "prompt": scrub(ex["prompt"]), "tools": toolset.schemas} for ex in logged])
     splits = split_examples(own, logged, d.val_fraction, d.test_fraction, d.seed, corpus_train, corpus_test)
     hashes = write_splits(splits, out_dir)
+    trained_on = set(splits["train"]["id"])
+    snapshot = write_snapshot([r for ex in logged if ex["id"] in trained_on for r in ex["records"]], snapshot_dir)
     (Path(out_dir) / "toolset.json").write_text(json.dumps(toolset.record, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     stats = {"examples": {k: len(v) for k, v in splits.items()},
              "kinds": {k: dict(sorted(Counter(v["kind"]).items())) for k, v in splits.items()},
              "categories": {k: dict(sorted(Counter(f"{s}/{c}" for s, c in zip(v["suite"], v["category"])).items())) for k, v in splits.items()},
              "heldout_families": test_families, "toolset_sha256": toolset.record["sha256"],
-             "interactions": report | {"in_train": sum(1 for s in splits["train"]["source"] if s == "interactions")}, **hashes}
+             "interactions": report | {"in_train": sum(1 for s in splits["train"]["source"] if s == "interactions"), "snapshot": snapshot}, **hashes}
     (Path(out_dir) / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     return stats

@@ -61,7 +61,7 @@ def model_card(m: dict) -> str:
         "Gemma terms of use apply to the weights (https://ai.google.dev/gemma/terms).", ""])
 
 # %% ../nbs/11_export.ipynb #c009
-def export_model(gguf: Path, evaluation: dict, params, settings, base: dict, training: dict, toolset: dict, wandb_runs: dict, dataset_sha256: str) -> dict:
+def export_model(gguf: Path, evaluation: dict, params, settings, base: dict, training: dict, toolset: dict, wandb_runs: dict, dataset_sha256: str, interactions: dict | None = None) -> dict:
     "Register the GGUF at `gguf`, which `evaluation` scored, as a new version; promote it if `evaluation` says so. Returns the manifest."
     root, registry = settings.root, settings.path("registry")
     sha = evaluation["candidate_sha256"]
@@ -80,7 +80,7 @@ def export_model(gguf: Path, evaluation: dict, params, settings, base: dict, tra
     manifest = {"version": version.name, "gguf": str((version / "model.gguf").relative_to(root)), "sha256": sha,
                 "size_bytes": (version / "model.gguf").stat().st_size, "quantization": evaluation["quantization"],
                 "base": base, "adapter_sha256": evaluation["candidate_adapter_sha256"], "training": training, "toolset": toolset,
-                "dataset_sha256": dataset_sha256, "code_commit": code_commit(root), "params": dataclasses.asdict(params),
+                "dataset_sha256": dataset_sha256, "interactions": interactions, "code_commit": code_commit(root), "params": dataclasses.asdict(params),
                 "wandb_runs": wandb_runs, "evaluation": evaluation, "promoted": bool(evaluation["promoted"]),
                 "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     (version / "Modelfile").write_text(modelfile("model.gguf"))

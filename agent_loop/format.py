@@ -12,7 +12,7 @@ import jsonschema
 # %% auto #0
 __all__ = ['ROLES', 'MAX_DEPTH', 'START', 'END', 'CALL_OPEN', 'CALL_CLOSE', 'RESULT_OPEN', 'RESULT_CLOSE', 'PREAMBLE',
            'LOOKALIKE_LT', 'json_depth', 'check_messages', 'escape', 'signature', 'describe_tools', 'format_call',
-           'format_result', 'render_segments', 'render', 'Reply', 'parse_reply']
+           'format_result', 'render_segments', 'render', 'Reply', 'call_problem', 'parse_reply']
 
 # %% ../nbs/01_format.ipynb #c004b
 ROLES = ("system", "user", "assistant", "tool")
@@ -151,18 +151,23 @@ class Reply:
 _CALL_RE = re.compile(re.escape(CALL_OPEN) + r"(.*?)" + re.escape(CALL_CLOSE), re.S)
 _MARKUP = (CALL_OPEN, CALL_CLOSE, RESULT_OPEN, RESULT_CLOSE, START)
 
-def _parse_call(body: str, tools_by_name: dict) -> dict:
+def call_problem(call, tools: list[dict]) -> str | None:
+    "What is wrong with the tool call `call` (`{name, arguments}`) for the tool schemas `tools`, or None: its shape, an unknown tool, or arguments the tool's schema refuses."
+    if not isinstance(call, dict) or set(call) != {"name", "arguments"}: return 'a tool call must be a JSON object with exactly "name" and "arguments"'
+    name, args = call["name"], call["arguments"]
+    if not isinstance(name, str): return f"tool name must be a string, got {name!r}"[:200]
+    schema = next((t for t in tools if t["name"] == name), None)
+    if schema is None: return f"unknown tool {name[:80]!r} (known: {', '.join(t['name'] for t in tools) or 'none'})"
+    if not isinstance(args, dict): return f"arguments of {name} must be a JSON object, got {args!r}"[:200]
+    try: jsonschema.validate(args, schema["parameters"])
+    except jsonschema.ValidationError as e: return f"arguments of {name} do not match its schema: {e.message}"[:300]
+    return None
+
+def _parse_call(body: str, tools: list[dict]) -> dict:
     try: obj = json.loads(body)
     except json.JSONDecodeError as e: raise ValueError(f"tool call is not valid JSON ({e.msg} at char {e.pos}): {body[:80]!r}")
-    if not isinstance(obj, dict) or set(obj) != {"name", "arguments"}:
-        raise ValueError(f'a tool call must be a JSON object with exactly "name" and "arguments": {body[:80]!r}')
-    name, args = obj["name"], obj["arguments"]
-    if not isinstance(name, str): raise ValueError(f"tool name must be a string, got {name!r}")
-    if name not in tools_by_name: raise ValueError(f"unknown tool {name!r} (known: {', '.join(tools_by_name) or 'none'})")
-    if not isinstance(args, dict): raise ValueError(f"arguments of {name} must be a JSON object, got {args!r}")
-    try: jsonschema.validate(args, tools_by_name[name]["parameters"])
-    except jsonschema.ValidationError as e: raise ValueError(f"arguments of {name} do not match its schema: {e.message}")
-    return {"name": name, "arguments": args}
+    if problem := call_problem(obj, tools): raise ValueError(f"{problem}: {body[:80]!r}" if problem.startswith("a tool call") else problem)
+    return {"name": obj["name"], "arguments": obj["arguments"]}
 
 def parse_reply(text: str, tools: list[dict]) -> Reply:
     "Classify the model's raw output `text` as tool calls, a final answer or a format error."
@@ -177,7 +182,6 @@ def parse_reply(text: str, tools: list[dict]) -> Reply:
             return Reply("error", text=text, error="unbalanced <tool_call> tags (a call was not closed)")
         if _CALL_RE.sub("", text).strip():
             return Reply("error", text=text, error="text outside <tool_call> blocks: a reply is either tool calls or an answer")
-        by_name = {t["name"]: t for t in tools}
-        return Reply("calls", calls=[_parse_call(b.strip(), by_name) for b in _CALL_RE.findall(text)], text=text)
+        return Reply("calls", calls=[_parse_call(b.strip(), tools) for b in _CALL_RE.findall(text)], text=text)
     except ValueError as e: return Reply("error", text=text, error=str(e))
     except Exception as e: return Reply("error", text=str(text)[:2000], error=f"unparseable reply ({type(e).__name__}: {e})")

@@ -6,15 +6,18 @@
 from __future__ import annotations
 import datetime, fcntl, json, os, threading, uuid
 from pathlib import Path
+from .format import call_problem
 
 # %% auto #0
-__all__ = ['LogWriteError', 'InteractionLog', 'read_jsonl']
+__all__ = ['MAX_CORRECTED_CALLS', 'LogWriteError', 'InteractionLog', 'read_jsonl']
 
 # %% ../nbs/06_interactions.ipynb #c005
 def _now() -> str: return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 class LogWriteError(OSError):
     "A record could not be written whole (a full disk, a quota); none of it was kept."
+
+MAX_CORRECTED_CALLS = 8
 
 class InteractionLog:
     "Append-only JSON-lines log of turns and feedback in `folder`."
@@ -68,13 +71,33 @@ class InteractionLog:
                 self._read_upto[path.name] = start + end
             return turn_id in self._turn_ids
 
-    def log_feedback(self, turn_id: str, rating: str, comment: str = "") -> str:
-        "Log a thumbs up or down (or `none`: withdrawn) on an existing turn `turn_id`; returns the feedback's id. The latest rating of a turn counts."
-        if rating not in ("up", "down", "none"): raise ValueError(f"rating must be 'up', 'down' or 'none', got {str(rating)[:20]!r}")
+    def log_correction(self, turn_id: str, tool_calls: list[dict] | None = None, answer: str | None = None, comment: str = "", tools: list[dict] = ()) -> str:
+        "Log what turn `turn_id` should have been: the right `tool_calls` (checked against the tool schemas `tools`; `[]` for none) and/or the right final `answer`; returns the correction's id."
+        self._check_target(turn_id, comment)
+        if tool_calls is None and answer is None: raise ValueError("a correction needs the right answer, the right tool calls, or both")
+        if answer is not None:
+            if not isinstance(answer, str) or not answer.strip(): raise ValueError("the corrected answer must be non-empty text")
+            if len(answer) > self.max_comment_chars: raise ValueError(f"the corrected answer is {len(answer):,} characters; the limit is {self.max_comment_chars:,}")
+        if tool_calls is not None:
+            if not isinstance(tool_calls, list) or len(tool_calls) > MAX_CORRECTED_CALLS: raise ValueError(f"tool_calls must be a list of at most {MAX_CORRECTED_CALLS} calls")
+            for i, call in enumerate(tool_calls):
+                if problem := call_problem(call, list(tools)): raise ValueError(f"tool call {i}: {problem}")
+            if not tool_calls and answer is None: raise ValueError("a correction that calls no tool needs the right answer")
+        rec = {"type": "correction", "id": uuid.uuid4().hex, "ts": _now(), "turn_id": turn_id, "comment": comment}
+        if tool_calls is not None: rec["tool_calls"] = [{"name": c["name"], "arguments": c["arguments"]} for c in tool_calls]
+        if answer is not None: rec["answer"] = answer
+        return self.append(rec)["id"]
+
+    def _check_target(self, turn_id, comment):
         if not isinstance(turn_id, str) or not turn_id: raise ValueError("feedback needs the id of the turn it judges")
         if len(turn_id) > 64 or not self.has_turn(turn_id): raise ValueError(f"no turn with id {turn_id[:64]!r} was logged here")
         if not isinstance(comment, str): raise ValueError("the comment must be text")
         if len(comment) > self.max_comment_chars: raise ValueError(f"the comment is {len(comment):,} characters; the limit is {self.max_comment_chars:,}")
+
+    def log_feedback(self, turn_id: str, rating: str, comment: str = "") -> str:
+        "Log a thumbs up or down (or `none`: withdrawn) on an existing turn `turn_id`; returns the feedback's id. The latest rating of a turn counts."
+        if rating not in ("up", "down", "none"): raise ValueError(f"rating must be 'up', 'down' or 'none', got {str(rating)[:20]!r}")
+        self._check_target(turn_id, comment)
         return self.append({"type": "feedback", "id": uuid.uuid4().hex, "ts": _now(), "turn_id": turn_id, "rating": rating, "comment": comment})["id"]
 
 # %% ../nbs/06_interactions.ipynb #c006

@@ -8,7 +8,8 @@ import ast, datetime, hashlib, importlib.util, inspect, json, math, operator, re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
-import jsonschema
+
+from .format import call_problem
 
 # %% auto #0
 __all__ = ['Unit', 'BUILTIN', 'DEFAULT_TOOLS', 'TOOLSETS_DIR', 'Tool', 'ToolsetError', 'tool_from_function', 'format_number',
@@ -163,14 +164,10 @@ def _as_text(value) -> str:
 
 def run_tool(call: dict, tools: list[Tool] = DEFAULT_TOOLS) -> dict:
     "Run one tool call `{name, arguments}` and return the tool message; never raises."
-    name = call.get("name") if isinstance(call, dict) else None
-    msg = {"role": "tool", "name": str(name)}
-    tool = next((t for t in tools if t.name == name), None)
-    if tool is None: return msg | {"error": f"unknown tool {name!r}"}
-    args = call.get("arguments")
-    try: jsonschema.validate(args, tool.parameters)
-    except jsonschema.ValidationError as e: return msg | {"error": f"invalid arguments: {e.message}"}
-    try: return msg | {"content": _as_text(tool.fn(**args))}
+    msg = {"role": "tool", "name": str(call.get("name") if isinstance(call, dict) else None)}
+    if problem := call_problem(call, tool_schemas(tools)): return msg | {"error": problem}
+    tool = next(t for t in tools if t.name == call["name"])
+    try: return msg | {"content": _as_text(tool.fn(**call["arguments"]))}
     except Exception as e: return msg | {"error": f"{type(e).__name__}: {e}"}
 
 # %% ../nbs/02_tools.ipynb #c020
@@ -223,7 +220,7 @@ def _check_examples(raw, spec: str, tools: list[Tool]) -> list[dict]:
     "The module's EXAMPLES, checked against its tools, or a ToolsetError naming the first bad one."
     if raw is None: return []
     if not isinstance(raw, (list, tuple)): raise ToolsetError(f"{spec}: EXAMPLES must be a list of dicts")
-    by_name, out = {t.name: t for t in tools}, []
+    out = []
     for i, ex in enumerate(raw):
         where = f"{spec}: EXAMPLES[{i}]"
         if not isinstance(ex, dict) or not isinstance(ex.get("request"), str) or not ex["request"].strip():
@@ -233,9 +230,7 @@ def _check_examples(raw, spec: str, tools: list[Tool]) -> list[dict]:
         if not isinstance(calls, list): raise ToolsetError(f"{where}: 'calls' must be a list of {{name, arguments}}")
         for call in calls:
             if not isinstance(call, dict) or set(call) != {"name", "arguments"}: raise ToolsetError(f"{where}: each call must be {{'name': ..., 'arguments': {{...}}}}")
-            if call["name"] not in by_name: raise ToolsetError(f"{where}: unknown tool {call['name']!r} (this module has {', '.join(by_name)})")
-            try: jsonschema.validate(call["arguments"], by_name[call["name"]].parameters)
-            except jsonschema.ValidationError as e: raise ToolsetError(f"{where}: arguments of {call['name']} do not match its schema: {e.message}") from None
+            if problem := call_problem(call, tool_schemas(tools)): raise ToolsetError(f"{where}: {problem}")
         if answer is not None and not isinstance(answer, str): raise ToolsetError(f"{where}: 'answer' must be text")
         if not calls and not answer: raise ToolsetError(f"{where}: an example without calls needs an 'answer'")
         try: (answer or "").format(*range(len(calls)))

@@ -16,7 +16,7 @@ def prepared(tmp_path_factory):
     params = load_params(ROOT / "params.yaml")
     for key, value in yaml.safe_load((ROOT / "presets/large.yaml").read_text())["data"].items(): setattr(params.data, key, value)
     assert params.data.corpus_examples > 0
-    stats = prepare(params, ROOT, tmp_path_factory.mktemp("no-logs"), out)
+    stats = prepare(params, ROOT, tmp_path_factory.mktemp("no-logs"), out, tmp_path_factory.mktemp("snapshot"))
     return stats, {s: load_split(out / f"{s}.jsonl") for s in ("train", "val", "test")}
 
 

@@ -122,43 +122,71 @@ def test_no_test_prompt_in_training_data(project):
 def test_same_params_same_bytes(project, tmp_path):
     from agent_loop.config import load_params
     from agent_loop.data import prepare
-    stats = prepare(load_params(project / "params.yaml"), project, project / "data/interactions", tmp_path)
+    stats = prepare(load_params(project / "params.yaml"), project, project / "data/interactions", tmp_path / "processed", tmp_path / "snapshot")
     for split in ("train", "val", "test"):
-        assert (tmp_path / f"{split}.jsonl").read_bytes() == (project / f"data/processed/{split}.jsonl").read_bytes()
+        assert (tmp_path / "processed" / f"{split}.jsonl").read_bytes() == (project / f"data/processed/{split}.jsonl").read_bytes()
 
 
 def test_the_loop_closes(project):
-    "New interaction records make prepare stale; the next repro trains on them and registers a second version."
+    """New interaction records make prepare stale; the next repro trains on the turns users vouched for (rated up, or corrected through
+    the API: then on the correction, never the rejected reply), drops what it must, and registers a second version."""
+    from gradio_client import Client
+    from agent_loop.app import create_app
+    from agent_loop.config import load_settings
+    from agent_loop.data import load_split
     from agent_loop.interactions import InteractionLog
     assert "changed" not in run(["dvc", "status"], project).stdout
     first = json.loads((project / "models/current.json").read_text())["version"]
+    git_before = run(["git", "status", "--porcelain", "--untracked-files=all"], project).stdout
     log = InteractionLog(project / "data/interactions")
-    tid = log.log_turn([{"role": "user", "content": "Please compute 1234 plus 4321 for me"},
-                        {"role": "assistant", "content": "", "tool_calls": [{"name": "calculator", "arguments": {"expression": "1234+4321"}}]},
-                        {"role": "tool", "name": "calculator", "content": "5555"}, {"role": "assistant", "content": "1234 + 4321 = 5555."}],
-                       {"version": first, "sha256": "x"}, "s1")
-    log.log_feedback(tid, "up")
-    from agent_loop.data import load_split
+    calc = lambda q, expr, result, answer: [{"role": "user", "content": q}, {"role": "assistant", "content": "", "tool_calls": [{"name": "calculator", "arguments": {"expression": expr}}]},
+                                            {"role": "tool", "name": "calculator", "content": result}, {"role": "assistant", "content": answer}]
+    liked = log.log_turn(calc("Please compute 1234 plus 4321 for me", "1234+4321", "5555", "1234 + 4321 = 5555."), {"version": first, "sha256": "x"}, "s1")
+    log.log_feedback(liked, "up")
+    forged = log.log_turn(calc("What is 2 plus 2?", "2+2", "5", "2 + 2 = 5."), {"version": first, "sha256": "x"}, "s3")
+    log.log_feedback(forged, "up")  # a result the calculator never gave: must not teach anything
+    unrated = log.log_turn(calc("What is 3 plus 3?", "3+3", "6", "It is 6."), {"version": first, "sha256": "x"}, "s4")
     held_out = load_split(project / "data/processed/test.jsonl")[0]["messages"]  # a user asks a benchmark question in the app
     leak = log.log_turn(held_out, {"version": first, "sha256": "x"}, "s2")
+    log.log_feedback(leak, "up")
+    # a user of the API corrects what the (random) model served
+    demo, agent = create_app(load_settings(project))
+    demo.launch(prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False)
+        served = client.predict("What is 37 times 12?", "", api_name="/chat")
+        right = [{"name": "calculator", "arguments": {"expression": "37*12"}}]
+        client.predict(served["turn_id"], json.dumps(right), "37 times 12 is 444.", "use the calculator", api_name="/correct")
+    finally: demo.close(); agent.backend.close()
     with open(log.path(), "a") as f: f.write("this line is not JSON\n")
+    assert run(["git", "status", "--porcelain", "--untracked-files=all"], project).stdout == git_before, "raw chat logs never show up in git"
     status = run(["dvc", "status"], project).stdout
     assert "prepare" in status and "data/interactions" in status
-    # 3 steps of 2 see 6 examples, which need not include the new one (then the same adapter and GGUF come out, and export
+    # 3 steps of 2 see 6 examples, which need not include the new ones (then the same adapter and GGUF come out, and export
     # rightly registers nothing): train on every example once, so that the model must change
     original = (project / "params.yaml").read_text()
     set_params(project, {"train": {"max_steps": 0, "batch_size": 16}})
     try: run(["dvc", "repro"], project)
     finally: (project / "params.yaml").write_text(original)
-    train = (project / "data/processed/train.jsonl").read_text()
-    assert f"log-{tid}" in train and "1234 plus 4321" in train
-    assert f"log-{leak}" not in train, "a logged turn that repeats a test prompt must never reach training"
-    assert json.loads((project / "reports/prepare.json").read_text())["log_problems"] == 1
+    train = {r["id"]: r for r in load_split(project / "data/processed/train.jsonl")}
+    assert "1234 plus 4321" in train[f"log-{liked}"]["prompt"]
+    assert train[f"log-{served['turn_id']}"]["messages"] == [{"role": "user", "content": "What is 37 times 12?"}, {"role": "assistant", "content": "", "tool_calls": right},
+                                                            {"role": "tool", "name": "calculator", "content": "444"}, {"role": "assistant", "content": "37 times 12 is 444."}]
+    for dropped in (forged, unrated, leak): assert f"log-{dropped}" not in train  # the leak: a logged turn that repeats a test prompt
+    report = json.loads((project / "reports/prepare.json").read_text())
+    assert report["log_problems"] == 1
+    assert report["interactions"]["kept_as"] == {"corrected": 1, "rated up": 2}
+    assert report["interactions"]["skipped"] == {"a tool result does not replay (forged or stale)": 1, "unrated": 1}
     trained = json.loads((project / "reports/train.json").read_text())
     assert trained["steps"] == math.ceil(trained["examples"] / 16), "one pass over every training example"
     versions = sorted(p.name for p in (project / "models/registry").iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(versions) == 2 and first in versions, "earlier versions stay for rollback"
     assert (project / "models/registry" / first / "model.gguf").exists()
+    # the new model's manifest names exactly the log records it was trained on; they are in the DVC snapshot, not in git
+    manifest = json.loads((project / "models/registry" / max(set(versions) - {first}) / "manifest.json").read_text())
+    assert manifest["interactions"]["turns"] == sorted([liked, served["turn_id"]])
+    snapshot = [json.loads(line) for line in (project / "data/snapshot/interactions.jsonl").read_text().splitlines()]
+    assert {r["type"] for r in snapshot} == {"turn", "feedback", "correction"} and len(snapshot) == 4
 
 
 def test_the_app_serves_the_toolset_the_model_was_trained_with(project):
@@ -222,3 +250,18 @@ def test_bad_params_value_stops_with_a_clear_message(project):
         assert "train.lr: must be > 0" in res.stdout + res.stderr
     finally:
         (project / "params.yaml").write_text(original)
+
+
+def test_dvc_push_and_pull_round_trip(project, tmp_path):
+    "What `dvc repro` made (data, the log snapshot, models) goes to a remote and comes back byte for byte into an empty cache."
+    outs = [project / p for p in ("data/processed/train.jsonl", "data/snapshot/interactions.jsonl", "models/candidate.gguf", "models/candidate/training.json")]
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in outs}
+    run(["dvc", "remote", "add", "--local", "-f", "scratch", str(tmp_path / "remote")], project)
+    try:
+        run(["dvc", "push", "-r", "scratch"], project)
+        import shutil
+        shutil.rmtree(project / ".dvc/cache")
+        for p in outs: p.unlink()
+        run(["dvc", "pull", "-r", "scratch"], project)
+        assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in outs} == before
+    finally: run(["dvc", "remote", "remove", "--local", "scratch"], project)
