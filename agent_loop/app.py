@@ -13,6 +13,7 @@ from .interactions import InteractionLog, LogWriteError
 from .registry import ModelFileError, read_current
 from .serving import LlamaCppBackend, OllamaBackend, run_agent
 from .format import signature
+from .pii import scrub
 from .tools import DEFAULT_TOOLS, Toolset, ToolsetError, load_recorded_toolset
 
 # %% auto #0
@@ -46,10 +47,11 @@ def served_toolset(settings) -> Toolset:
 class Agent:
     "The app's domain side: a backend, the tools, the log and the limits; no Gradio in here."
     def __init__(self, backend, model_info: dict, log: InteractionLog, max_message_chars: int = 4000, max_steps: int = 4, max_new_tokens: int = 192,
-                 tools=DEFAULT_TOOLS, seals: Seals | None = None):
+                 tools=DEFAULT_TOOLS, seals: Seals | None = None, redact_logs: bool = False):
         self.backend, self.model_info, self.log, self.tools = backend, model_info, log, tools
         self.seals = seals or Seals(secrets.token_bytes(32))
         self.max_message_chars, self.max_steps, self.max_new_tokens = max_message_chars, max_steps, max_new_tokens
+        self.redact = scrub if redact_logs else (lambda value: value)  # what is written to the log; the user still sees their own words
 
     def turn(self, message: str, conversation: list[dict] | None = None, session_id: str = "") -> dict:
         "Answer `message` after `conversation` (checked: the server's own or `check_conversation`'s); returns the turn id, the new messages, the whole conversation and stats. Raises `LogWriteError` when the turn could not be logged."
@@ -65,7 +67,7 @@ class Agent:
             user = {"role": "user", "content": message}
             new, stats = run_agent(conversation + [user], self.backend, self.tools, self.max_steps, self.max_new_tokens)
         full = conversation + [user] + new
-        turn_id = self.log.log_turn(full, self.model_info, session_id, stats, turn_start=len(conversation))
+        turn_id = self.log.log_turn(self.redact(full), self.model_info, session_id, stats, turn_start=len(conversation))
         answer = new[-1]["content"] if new else ""
         return {"turn_id": turn_id, "answer": answer, "new_messages": [user] + new, "conversation": full, "stats": stats, "model": self.model_info}
 
@@ -76,7 +78,7 @@ class Agent:
             except (ValueError, RecursionError) as e: raise ValueError(f"tool_calls is not valid JSON ({type(e).__name__})") from None
         if isinstance(tool_calls, dict): tool_calls = [tool_calls]  # one call given bare
         answer = _text(answer) if answer is not None and str(answer).strip() else None
-        return self.log.log_correction(turn_id, tool_calls, answer, _text(comment or ""), tools=[t.schema for t in self.tools])
+        return self.log.log_correction(turn_id, self.redact(tool_calls), self.redact(answer), self.redact(_text(comment or "")), tools=[t.schema for t in self.tools])
 
 # %% ../nbs/12_app.ipynb #c008
 def _text(value) -> str:
@@ -216,7 +218,7 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
 
         def feedback(turn_id: str, rating: str, comment: str = "") -> dict:
             "Rate turn `turn_id` `up`, `down` or `none` (withdraw)."
-            try: return {"feedback_id": agent.log.log_feedback(turn_id, rating, comment), "turn_id": turn_id, "rating": rating}
+            try: return {"feedback_id": agent.log.log_feedback(turn_id, rating, agent.redact(comment)), "turn_id": turn_id, "rating": rating}
             except (ValueError, LogWriteError) as e: raise gr.Error(str(e))
 
         def correct(turn_id: str, tool_calls: str = "", answer: str = "", comment: str = "") -> dict:
@@ -236,7 +238,8 @@ def create_app(settings=None) -> tuple[gr.Blocks, Agent]:
     toolset = served_toolset(settings)  # before the model loads: a changed or broken toolset stops the app at once
     backend, info = load_backend(settings)
     agent = Agent(backend, info | {"toolset_sha256": toolset.record["sha256"]}, InteractionLog(settings.path("interactions"), settings.app.max_message_chars),
-                  settings.app.max_message_chars, settings.app.max_agent_steps, settings.app.max_new_tokens, tools=toolset.tools, seals=Seals.from_file(settings.path("cache") / "app-seal.key"))
+                  settings.app.max_message_chars, settings.app.max_agent_steps, settings.app.max_new_tokens, tools=toolset.tools, seals=Seals.from_file(settings.path("cache") / "app-seal.key"),
+                  redact_logs=settings.app.redact_logs)
     return build_app(agent), agent
 
 MAX_UPLOAD_BYTES = 1024

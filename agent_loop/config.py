@@ -195,6 +195,7 @@ class AppSettings:
     max_message_chars: int = _opt(4000, _positive)
     max_agent_steps: int = _opt(4, _positive)
     max_new_tokens: int = _opt(192, _positive)
+    redact_logs: bool = _opt(False, help="replace personal data in turns, comments and corrections before they are written to the log")
 
 @dataclass
 class ServingSettings:

@@ -12,9 +12,10 @@ from .tools import BUILTIN, DEFAULT_TOOLS, Toolset, load_toolsets, run_tool, too
 from .interactions import read_jsonl
 from .format import call_problem, check_messages
 from . import corpus
+from .pii import default_scrubber, scrub
 
 # %% auto #0
-__all__ = ['TASK_KINDS', 'normalize_prompt', 'generate_seed_tasks', 'toolset_examples', 'category', 'load_interactions', 'scrub',
+__all__ = ['TASK_KINDS', 'normalize_prompt', 'generate_seed_tasks', 'toolset_examples', 'category', 'load_interactions',
            'conversation_hash', 'dedupe', 'split_examples', 'write_splits', 'load_split', 'write_snapshot', 'prepare']
 
 # %% ../nbs/07_data.ipynb #c005
@@ -241,19 +242,6 @@ def load_interactions(folder: Path, tools: list = DEFAULT_TOOLS, use_unrated: bo
     return kept, report
 
 # %% ../nbs/07_data.ipynb #c014
-_SCRUB = [(re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), "[email]"),
-          (re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.])"), "[ip]"),
-          (re.compile(r"(?<!\w)(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{3}[\s.-])\d{3}[\s.-]\d{4}(?!\w)"), "[phone]")]
-
-def scrub(value):
-    "`value` (a string or nested lists and dicts of strings) with personal data replaced by placeholders."
-    if isinstance(value, str):
-        for rx, repl in _SCRUB: value = rx.sub(repl, value)
-        return value
-    if isinstance(value, list): return [scrub(v) for v in value]
-    if isinstance(value, dict): return {k: scrub(v) for k, v in value.items()}
-    return value
-
 def conversation_hash(messages: list[dict]) -> str:
     return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -341,7 +329,7 @@ def prepare(params, root: Path, interactions_dir: Path, out_dir: Path, snapshot_
     stats = {"examples": {k: len(v) for k, v in splits.items()},
              "kinds": {k: dict(sorted(Counter(v["kind"]).items())) for k, v in splits.items()},
              "categories": {k: dict(sorted(Counter(f"{s}/{c}" for s, c in zip(v["suite"], v["category"])).items())) for k, v in splits.items()},
-             "heldout_families": test_families, "toolset_sha256": toolset.record["sha256"],
+             "heldout_families": test_families, "toolset_sha256": toolset.record["sha256"], "pii": default_scrubber().report(),
              "interactions": report | {"in_train": sum(1 for s in splits["train"]["source"] if s == "interactions"), "snapshot": snapshot}, **hashes}
     (Path(out_dir) / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     return stats
