@@ -51,6 +51,20 @@ def test_bad_feedback_is_refused_clearly(app):
         Client(app.url, verbose=False).predict("some-turn", "meh", "", api_name="/feedback")
 
 
+def test_a_correction_is_checked_against_the_served_tools_and_logged(app, trained_project):
+    from gradio_client import Client
+    client = Client(app.url, verbose=False)
+    turn_id = next(r for r in reversed(log_records(trained_project)) if r["type"] == "turn")["id"]
+    before = len(log_records(trained_project))
+    for calls, answer, message in [('[{"name": "calculator", "arguments": {"formula": "37*12"}}]', "", "do not match its schema"),
+                                   ('[{"name": "web_search", "arguments": {}}]', "", "unknown tool 'web_search'"),
+                                   ("not json", "", "not valid JSON"), ("", "", "needs the right answer")]:
+        with pytest.raises(Exception, match=message): client.predict(turn_id, calls, answer, "", api_name="/correct")
+    assert len(log_records(trained_project)) == before, "a refused correction writes nothing"
+    fix = client.predict(turn_id, '[{"name": "calculator", "arguments": {"expression": "37*12"}}]', "444.", "", api_name="/correct")
+    assert fix["turn_id"] == turn_id and log_records(trained_project)[-1]["id"] == fix["correction_id"]
+
+
 def test_malformed_conversation_from_an_api_client_is_refused_and_nothing_is_logged(app, trained_project):
     from gradio_client import Client
     before = len(log_records(trained_project))

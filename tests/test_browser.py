@@ -37,3 +37,17 @@ def test_chat_shows_tool_call_and_answer_and_logs_the_rating(page, trained_proje
         if any(r["type"] == "feedback" and r["turn_id"] == turn["id"] and r["rating"] == "up" for r in log_records(trained_project)): return
         time.sleep(0.2)
     raise AssertionError("the 👍 was not logged against the turn")
+
+
+def test_a_disliked_reply_can_be_corrected(page, trained_project):
+    "After the first test: 👎 on the answer targets that turn for ✏️, and the correction is logged against it."
+    turn = next(r for r in reversed(log_records(trained_project)) if r["type"] == "turn")
+    page.get_by_role("button", name="Dislike").last.click()
+    page.get_by_text("Logged 👎", exact=False).wait_for(timeout=30_000)
+    page.get_by_text("Correct a reply", exact=False).click()
+    page.get_by_text(f"Correcting turn {turn['id'][:8]}", exact=False).wait_for(timeout=30_000)
+    page.get_by_label("the right answer").fill("37 times 12 is 444.")
+    page.get_by_role("button", name="Record correction").click()
+    page.get_by_text("Correction recorded", exact=False).wait_for(timeout=30_000)
+    fixes = [r for r in log_records(trained_project) if r["type"] == "correction" and r["turn_id"] == turn["id"]]
+    assert [f["answer"] for f in fixes] == ["37 times 12 is 444."] and "tool_calls" not in fixes[0]
