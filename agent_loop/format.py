@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-import jsonschema
 
 # %% auto #0
 __all__ = ['ROLES', 'MAX_DEPTH', 'START', 'END', 'CALL_OPEN', 'CALL_CLOSE', 'RESULT_OPEN', 'RESULT_CLOSE', 'PREAMBLE',
@@ -159,6 +158,7 @@ def call_problem(call, tools: list[dict]) -> str | None:
     schema = next((t for t in tools if t["name"] == name), None)
     if schema is None: return f"unknown tool {name[:80]!r} (known: {', '.join(t['name'] for t in tools) or 'none'})"
     if not isinstance(args, dict): return f"arguments of {name} must be a JSON object, got {args!r}"[:200]
+    import jsonschema  # here, not at the top: importing it takes seconds (its format checkers build a grammar), and the log's writers import this module
     try: jsonschema.validate(args, schema["parameters"])
     except jsonschema.ValidationError as e: return f"arguments of {name} do not match its schema: {e.message}"[:300]
     return None

@@ -44,7 +44,7 @@ def test_a_disliked_reply_can_be_corrected(page, trained_project):
     turn = next(r for r in reversed(log_records(trained_project)) if r["type"] == "turn")
     page.get_by_role("button", name="Dislike").last.click()
     page.get_by_text("Logged 👎", exact=False).wait_for(timeout=30_000)
-    page.get_by_text("Correct a reply", exact=False).click()
+    page.get_by_text("✏️ Correct a reply: what should", exact=False).click()
     page.get_by_text(f"Correcting turn {turn['id'][:8]}", exact=False).wait_for(timeout=30_000)
     page.get_by_label("the right answer").fill("37 times 12 is 444.")
     page.get_by_role("button", name="Record correction").click()

@@ -214,6 +214,21 @@ def test_the_app_serves_the_toolset_the_model_was_trained_with(project):
     finally: source.write_text(original)
 
 
+def test_dvc_push_and_pull_round_trip(project, tmp_path):
+    "What `dvc repro` made (data, the log snapshot, models) goes to a remote and comes back byte for byte into an empty cache. (Before the tests that break a repro: DVC removes a failed stage's outputs.)"
+    outs = [project / p for p in ("data/processed/train.jsonl", "data/snapshot/interactions.jsonl", "models/candidate.gguf", "models/candidate/training.json")]
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in outs}
+    run(["dvc", "remote", "add", "--local", "-f", "scratch", str(tmp_path / "remote")], project)
+    try:
+        run(["dvc", "push", "-r", "scratch"], project)
+        import shutil
+        shutil.rmtree(project / ".dvc/cache")
+        for p in outs: p.unlink()
+        run(["dvc", "pull", "-r", "scratch"], project)
+        assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in outs} == before
+    finally: run(["dvc", "remote", "remove", "--local", "scratch"], project)
+
+
 def test_a_failing_gate_registers_but_does_not_promote(project):
     before = json.loads((project / "models/current.json").read_text())
     original = (project / "params.yaml").read_text()
@@ -251,17 +266,3 @@ def test_bad_params_value_stops_with_a_clear_message(project):
     finally:
         (project / "params.yaml").write_text(original)
 
-
-def test_dvc_push_and_pull_round_trip(project, tmp_path):
-    "What `dvc repro` made (data, the log snapshot, models) goes to a remote and comes back byte for byte into an empty cache."
-    outs = [project / p for p in ("data/processed/train.jsonl", "data/snapshot/interactions.jsonl", "models/candidate.gguf", "models/candidate/training.json")]
-    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in outs}
-    run(["dvc", "remote", "add", "--local", "-f", "scratch", str(tmp_path / "remote")], project)
-    try:
-        run(["dvc", "push", "-r", "scratch"], project)
-        import shutil
-        shutil.rmtree(project / ".dvc/cache")
-        for p in outs: p.unlink()
-        run(["dvc", "pull", "-r", "scratch"], project)
-        assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in outs} == before
-    finally: run(["dvc", "remote", "remove", "--local", "scratch"], project)

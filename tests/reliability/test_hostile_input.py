@@ -121,7 +121,8 @@ def test_deeply_nested_request_is_refused_and_an_old_one_in_the_logs_cannot_brea
     logs = tmp_path / "interactions"  # what an older app may have logged
     InteractionLog(logs).append({"type": "turn", "id": "deep", "turn_start": 2, "messages": nested[:2] + nested[2:3] + [{"role": "user", "content": "again"}, {"role": "assistant", "content": "ok"}]})
     InteractionLog(logs).append({"type": "turn", "id": "deeper", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "tool_calls": [{"name": "f", "arguments": {"a": deep}}]}]})
-    stats = prepare(load_params(trained_project / "params.yaml"), trained_project, logs, tmp_path / "processed")
+    for tid in ("deep", "deeper"): InteractionLog(logs).append({"type": "feedback", "turn_id": tid, "rating": "up"})  # rated, so prepare reads them
+    stats = prepare(load_params(trained_project / "params.yaml"), trained_project, logs, tmp_path / "processed", tmp_path / "snapshot")
     figure(f"{len(payload):,}-byte nested request: refused, nothing logged; prepare over two such logged turns: {stats['interactions']['skipped']}")
     assert stats["interactions"]["skipped"] == {"malformed message": 2}
 
