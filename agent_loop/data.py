@@ -171,7 +171,8 @@ def _as_corrected(rec: dict, msgs: list[dict], start: int, correction: dict, too
     user, served = msgs[start], msgs[start + 1:]
     if "tool_calls" in correction:
         calls = correction["tool_calls"]
-        if not isinstance(calls, list) or any(call_problem(c, tool_schemas(tools)) for c in calls): raise ValueError("the correction's tool calls do not fit the tools")
+        schemas = tool_schemas(tools)
+        if not isinstance(calls, list) or any(call_problem(c, schemas) for c in calls): raise ValueError("the correction's tool calls do not fit the tools")
         results = [run_tool(c, tools) for c in calls]
         if any("error" in r for r in results): raise ValueError("a corrected tool call fails when run")
         reply = [{"role": "assistant", "content": "", "tool_calls": calls}] if calls else []
@@ -180,7 +181,7 @@ def _as_corrected(rec: dict, msgs: list[dict], start: int, correction: dict, too
     else:  # the right tools, the wrong conclusion: keep the turn's calls and results, replace the last reply
         if any(m["role"] == "tool" and "error" in m for m in served): raise ValueError("a tool failed")
         if not all(m["role"] == "tool" or m.get("tool_calls") for m in served[:-1]): raise ValueError("malformed message")
-        reply = [m for m in served[:-1]] + [{"role": "assistant", "content": correction["answer"]}]
+        reply = served[:-1] + [{"role": "assistant", "content": correction["answer"]}]
     if not isinstance(reply[-1].get("content"), str) or not (reply[-1].get("tool_calls") or reply[-1]["content"].strip()): raise ValueError("malformed correction")
     return msgs[:start] + [user] + reply
 

@@ -21,9 +21,8 @@ class Scrubber:
     "Replaces personal data in text, or in nested lists and dicts of text, by `[ENTITY_TYPE]` placeholders."
     def __init__(self, ner_model: str | None = "auto"):
         import spacy, tldextract
-        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer import AnalyzerEngine, Pattern, RecognizerRegistry
         from presidio_analyzer.nlp_engine import SpacyNlpEngine
-        from presidio_analyzer import Pattern
         from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, IbanRecognizer, PhoneRecognizer
         from presidio_anonymizer import AnonymizerEngine
         from presidio_anonymizer.entities import OperatorConfig

@@ -55,7 +55,7 @@ def phone() -> str:
 
 
 def email() -> str:
-    user = RNG.choice(["ann", "bo.li", "c_diaz", "dee+tag", "e.o'neil".replace("'", ""), "x9"]) + str(RNG.randint(1, 999))
+    user = RNG.choice(["ann", "bo.li", "c_diaz", "dee+tag", "e.oneil", "x9"]) + str(RNG.randint(1, 999))
     return f"{user}@{RNG.choice(['example.com', 'mail.example.org', 'uni.ac.uk', 'firma.de', 'web.co.jp'])}"
 
 
