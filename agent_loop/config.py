@@ -78,6 +78,10 @@ class TrainParams:
     precision: str = _opt("fp32", _choices("fp32", "bf16", "auto"), "fp32 computes the same on every machine; auto: bf16 autocast where the CPU or GPU has bf16 units")
     first_token_weight: float = _opt(5.0, _positive, "loss weight of the first token of each model reply, where it decides between calling a tool and answering")
     log_every: int = _opt(5, _positive)
+    preference: str = _opt("none", _choices("none", "kto", "dpo"), "after SFT, learn from judged replies: kto reads every 👍/👎 and correction, dpo only corrections (pairs)")
+    preference_steps: int = _opt(20, _positive)
+    preference_lr: float = _opt(5e-5, _positive)
+    preference_beta: float = _opt(0.1, _positive, "how far the preference stage may move the model from the SFT one")
 
 @dataclass
 class GateParams:

@@ -16,7 +16,8 @@ from .pii import default_scrubber, scrub
 
 # %% auto #0
 __all__ = ['TASK_KINDS', 'normalize_prompt', 'generate_seed_tasks', 'toolset_examples', 'category', 'load_interactions',
-           'conversation_hash', 'dedupe', 'split_examples', 'write_splits', 'load_split', 'write_snapshot', 'prepare']
+           'conversation_hash', 'dedupe', 'split_examples', 'preference_set', 'write_splits', 'load_split',
+           'write_snapshot', 'prepare']
 
 # %% ../nbs/07_data.ipynb #c005
 _NUM_WORDS = {"+": ["plus", "+"], "-": ["minus", "-"], "*": ["times", "*", "multiplied by"], "/": ["divided by", "/"]}
@@ -198,13 +199,35 @@ def _brief(rec) -> str:
     try: return json.dumps(rec, ensure_ascii=False)[:60]
     except (ValueError, RecursionError): return "(unprintable)"
 
+def _served_reply(rec: dict, msgs: list[dict], i: int) -> dict | None:
+    "The model's reply at `msgs[i]` as it really wrote it: a malformed one as its raw text; None where the model wrote nothing there (a backend error, a tool result)."
+    if i >= len(msgs) or msgs[i]["role"] != "assistant": return None
+    logged = rec["messages"][i]
+    if not logged.get("error"): return msgs[i]
+    return {"role": "assistant", "content": "", "raw": logged["raw"]} if logged["error"] == "format" and isinstance(logged.get("raw"), str) else None
+
+def _judged(rec: dict, msgs: list[dict], start: int, fixed: list[dict] | None, rating: str) -> dict | None:
+    """The one reply of the model's a user judged in this turn, with the conversation before it: for a correction, where the corrected turn `fixed`
+    first parts from the served one (chosen: the correction's reply, rejected: the model's); otherwise the turn's first reply, chosen if rated up, rejected if down."""
+    k = start + 1
+    if fixed is not None:
+        while k < min(len(fixed), len(msgs)) and fixed[k] == msgs[k]: k += 1
+        if k >= len(fixed) or fixed[k]["role"] != "assistant": return None
+        chosen, rejected, context = fixed[k], _served_reply(rec, msgs, k), fixed[:k]
+    else:
+        reply = _served_reply(rec, msgs, k)
+        if reply is None: return None
+        (chosen, rejected), context = (reply, None) if rating == "up" else (None, reply), msgs[:k]
+    return {"messages": [m for m in context if m["role"] != "system"], "chosen": chosen, "rejected": rejected}
+
 def load_interactions(folder: Path, tools: list = DEFAULT_TOOLS, use_unrated: bool = False, max_per_session: int = 0, max_per_prompt: int = 0,
-                      toolset_sha256: str | None = None) -> tuple[list[dict], dict]:
-    """Training conversations from the app's logs in `folder`, and a report of what was kept and why the rest was dropped. Never fails on a record.
+                      toolset_sha256: str | None = None) -> tuple[list[dict], list[dict], dict]:
+    """Training conversations and judged replies from the app's logs in `folder`, and a report of what was kept and why the rest was dropped. Never fails on a record.
 
     Corrected turns train on their correction; turns rated 👍 as served; unrated turns only with `use_unrated`. A turn served with another
     toolset than `toolset_sha256` is no example of these tools. Every tool result must replay with `tools`. At most `max_per_session` turns
-    of one session and `max_per_prompt` of one request are kept (0: no cap), first logged first kept."""
+    of one session and `max_per_prompt` of one request are kept (0: no cap), first logged first kept.
+    Judged replies (for preference learning: chosen, rejected or both) come from turns rated 👍 or 👎 and from corrections, under the same checks and caps."""
     turns, ratings, corrections, problems = {}, {}, {}, []
     for path in sorted(Path(folder).glob("*.jsonl")):
         recs, probs = read_jsonl(path); problems += probs
@@ -214,33 +237,38 @@ def load_interactions(folder: Path, tools: list = DEFAULT_TOOLS, use_unrated: bo
             elif kind == "feedback" and rec.get("rating") in ("up", "down", "none") and isinstance(target, str): ratings[target] = rec
             elif kind == "correction" and isinstance(target, str) and ("tool_calls" in rec or isinstance(rec.get("answer"), str)): corrections[target] = rec
             else: problems.append(f"{path.name}: record {_brief(rec)} is neither a turn, a feedback nor a correction")
-    kept, skipped, kept_as, per_session, per_prompt = [], Counter(), Counter(), Counter(), Counter()
+    kept, judged, skipped, kept_as, judged_as, per_session, per_prompt = [], [], Counter(), Counter(), Counter(), Counter(), Counter()
     for tid, rec in turns.items():
         rating, correction = ratings.get(tid, {}).get("rating", "none"), corrections.get(tid)
-        if not correction and rating == "down": skipped["rated down"] += 1; continue
         if not correction and rating == "none" and not use_unrated: skipped["unrated"] += 1; continue
         model = rec.get("model") if isinstance(rec.get("model"), dict) else {}
         # turns logged before apps recorded their toolset are kept
         if toolset_sha256 and model.get("toolset_sha256") not in (None, toolset_sha256): skipped["logged with another toolset"] += 1; continue
         try:
             msgs, start = _logged_turn(rec)
-            msgs = _as_corrected(rec, msgs, start, correction, tools) if correction else _as_served(rec, msgs, start)
+            if not correction and rating == "down": fixed = None  # never trained on; its first reply may still be judged
+            else: fixed = _as_corrected(rec, msgs, start, correction, tools) if correction else _as_served(rec, msgs, start)
         except ValueError as e: skipped[str(e)] += 1; continue
-        if not _replays(msgs, tools): skipped["a tool result does not replay (forged or stale)"] += 1; continue
+        if not _replays(fixed or msgs[:start + 1], tools): skipped["a tool result does not replay (forged or stale)"] += 1; continue
         session, prompt = str(rec.get("session_id", "")), normalize_prompt(msgs[start]["content"])
         if max_per_session and per_session[session] >= max_per_session: skipped["over the per-session cap"] += 1; continue
         if max_per_prompt and per_prompt[prompt] >= max_per_prompt: skipped["over the per-request cap"] += 1; continue
         per_session[session] += 1; per_prompt[prompt] += 1
-        label = "corrected" if correction else "rated up" if rating == "up" else "unrated"
+        label = "corrected" if correction else {"up": "rated up", "down": "rated down"}.get(rating, "unrated")
+        records = [r for r in (rec, ratings.get(tid), correction) if r]
+        if label != "unrated" and (judgement := _judged(rec, msgs, start, fixed if correction else None, rating)):
+            judged_as[label] += 1
+            judged.append({"id": f"judged-{tid}", "label": label, "prompt": msgs[start]["content"], **judgement, "records": records})
+        if fixed is None: skipped["rated down"] += 1; continue
         kept_as[label] += 1
         context = [m for m in msgs[:start] if m["role"] != "system"]
-        turn = [m for m in msgs[start:] if m["role"] != "system"]
+        turn = [m for m in fixed[start:] if m["role"] != "system"]
         kept.append({"id": f"log-{tid}", "source": "interactions", "kind": "interaction", "label": label,
-                     "prompt": turn[0]["content"], "supervise_from": len(context), "messages": context + turn,
-                     "records": [r for r in (rec, ratings.get(tid), correction) if r]})
+                     "prompt": turn[0]["content"], "supervise_from": len(context), "messages": context + turn, "records": records})
     report = {"turns": len(turns), "feedback": len(ratings), "corrections": len(corrections), "kept": len(kept),
-              "kept_as": dict(sorted(kept_as.items())), "skipped": dict(sorted(skipped.items())), "problems": problems}
-    return kept, report
+              "kept_as": dict(sorted(kept_as.items())), "skipped": dict(sorted(skipped.items())),
+              "judged": len(judged), "judged_as": dict(sorted(judged_as.items())), "problems": problems}
+    return kept, judged, report
 
 # %% ../nbs/07_data.ipynb #c014
 def conversation_hash(messages: list[dict]) -> str:
@@ -284,6 +312,13 @@ def split_examples(own: list[dict], interactions: list[dict], val_fraction: floa
     return {name: Dataset.from_list(rows) if rows else Dataset.from_dict({k: [] for k in _COLUMNS})
             for name, rows in (("train", train), ("val", val + c_val), ("test", test))}
 
+def preference_set(judged: list[dict], held_out: set[str]) -> Dataset:
+    "Judged replies as a `Dataset` for preference learning (context, chosen and rejected reply as JSON; `null` where a judgement has one side), minus any whose normalized request is in `held_out`."
+    rows = [{"id": j["id"], "label": j["label"], "prompt": j["prompt"], "tools": json.dumps(j["tools"], ensure_ascii=False),
+             **{k: json.dumps(j[k], ensure_ascii=False, sort_keys=True) for k in ("messages", "chosen", "rejected")}}
+            for j in judged if normalize_prompt(j["prompt"]) not in held_out]
+    return Dataset.from_list(rows) if rows else Dataset.from_dict({k: [] for k in ("id", "label", "prompt", "tools", "messages", "chosen", "rejected")})
+
 def write_splits(splits: dict[str, Dataset], folder: Path) -> dict:
     "Write each split as JSON lines; return each file's sha256 and one hash of the whole data set."
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
@@ -298,7 +333,7 @@ def load_split(path: Path) -> list[dict]:
     "A split written by `write_splits`, with conversations decoded."
     rows, problems = read_jsonl(Path(path))
     if problems: raise ValueError(f"{path} is corrupt: {problems[0]}")
-    return [r | {"messages": json.loads(r["messages"]), "tools": json.loads(r["tools"])} for r in rows]
+    return [r | {k: json.loads(r[k]) for k in ("messages", "tools", "chosen", "rejected") if k in r} for r in rows]
 
 # %% ../nbs/07_data.ipynb #c017b
 def write_snapshot(records: list[dict], folder: Path) -> dict:
@@ -319,18 +354,22 @@ def prepare(params, root: Path, interactions_dir: Path, out_dir: Path, snapshot_
     mix = {"simple": d.mix_simple, "multiple": d.mix_multiple, "parallel": d.mix_parallel, "irrelevance": d.mix_irrelevance}
     corpus_train = corpus.generate_corpus(d.corpus_examples, d.seed, train_families, mix) if d.corpus_examples else []
     corpus_test = corpus.generate_corpus(d.heldout_examples, d.seed + 1, test_families, mix) if d.heldout_examples else []
-    logged, report = load_interactions(interactions_dir, toolset.tools, d.use_unrated_interactions, d.max_turns_per_session, d.max_turns_per_prompt,
+    logged, judged, report = load_interactions(interactions_dir, toolset.tools, d.use_unrated_interactions, d.max_turns_per_session, d.max_turns_per_prompt,
                                        toolset.record["sha256"])
     logged = dedupe([ex | {"messages": scrub(ex["messages"]), "prompt": scrub(ex["prompt"]), "tools": toolset.schemas} for ex in logged])
+    judged = [j | {k: scrub(j[k]) for k in ("prompt", "messages", "chosen", "rejected")} | {"tools": toolset.schemas} for j in judged]
     splits = split_examples(own, logged, d.val_fraction, d.test_fraction, d.seed, corpus_train, corpus_test)
-    hashes = write_splits(splits, out_dir)
+    preference = preference_set(judged, {normalize_prompt(p) for s in ("val", "test") for p in splits[s]["prompt"]})
+    hashes = write_splits(splits | {"preference": preference}, out_dir)
     trained_on = set(splits["train"]["id"])
-    snapshot = write_snapshot([r for ex in logged if ex["id"] in trained_on for r in ex["records"]], snapshot_dir)
+    trained_on |= set(preference["id"])
+    snapshot = write_snapshot(list({id(r): r for ex in logged + judged if ex["id"] in trained_on for r in ex["records"]}.values()), snapshot_dir)
     (Path(out_dir) / "toolset.json").write_text(json.dumps(toolset.record, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     stats = {"examples": {k: len(v) for k, v in splits.items()},
              "kinds": {k: dict(sorted(Counter(v["kind"]).items())) for k, v in splits.items()},
              "categories": {k: dict(sorted(Counter(f"{s}/{c}" for s, c in zip(v["suite"], v["category"])).items())) for k, v in splits.items()},
              "heldout_families": test_families, "toolset_sha256": toolset.record["sha256"], "pii": default_scrubber().report(),
-             "interactions": report | {"in_train": sum(1 for s in splits["train"]["source"] if s == "interactions"), "snapshot": snapshot}, **hashes}
+             "interactions": report | {"in_train": sum(1 for s in splits["train"]["source"] if s == "interactions"),
+                                              "in_preference": dict(sorted(Counter(preference["label"]).items())), "snapshot": snapshot}, **hashes}
     (Path(out_dir) / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     return stats

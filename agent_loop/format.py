@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 # %% auto #0
 __all__ = ['ROLES', 'MAX_DEPTH', 'START', 'END', 'CALL_OPEN', 'CALL_CLOSE', 'RESULT_OPEN', 'RESULT_CLOSE', 'PREAMBLE',
            'LOOKALIKE_LT', 'json_depth', 'check_messages', 'escape', 'signature', 'describe_tools', 'format_call',
-           'format_result', 'render_segments', 'render', 'Reply', 'call_problem', 'parse_reply']
+           'format_result', 'reply_text', 'render_segments', 'render', 'Reply', 'call_problem', 'parse_reply']
 
 # %% ../nbs/01_format.ipynb #c004b
 ROLES = ("system", "user", "assistant", "tool")
@@ -105,9 +105,10 @@ def format_result(message: dict) -> str:
     return RESULT_OPEN + escape(json.dumps(body, ensure_ascii=False)) + RESULT_CLOSE
 
 # %% ../nbs/01_format.ipynb #c012
-def _assistant_body(m: dict) -> str:
+def reply_text(m: dict) -> str:
+    "What the model writes for the assistant message `m`, end-of-turn mark included: its calls, else its escaped answer."
     calls = m.get("tool_calls") or []
-    return "\n".join(map(format_call, calls)) if calls else escape(m.get("content", ""))
+    return ("\n".join(map(format_call, calls)) if calls else escape(m.get("content", ""))) + END
 
 def render_segments(messages: list[dict], tools: list[dict], add_generation_prompt: bool = False) -> list[tuple[str, bool]]:
     "`messages` as (text, is_model_output) pieces in the Gemma turn format, tools described in the first user turn; all text but the format's own markup is `escape`d."
@@ -122,7 +123,7 @@ def render_segments(messages: list[dict], tools: list[dict], add_generation_prom
             segs.append((f"{START}user\n{text}{END}\n", False)); first_user = False
         elif m["role"] == "assistant":
             segs.append((f"{START}model\n", False))
-            segs.append((f"{_assistant_body(m)}{END}", True))
+            segs.append((reply_text(m), True))
             segs.append(("\n", False))
         elif m["role"] == "tool":
             results = []

@@ -8,11 +8,11 @@ import contextlib, json, math, random, time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from .format import CALL_CLOSE, render, render_segments
+from .format import CALL_CLOSE, END, render, render_segments, reply_text
 
 # %% auto #0
 __all__ = ['tokenize_example', 'supervised_loss', 'collate', 'batches', 'lora_model', 'resolve_precision', 'evaluate_loss',
-           'train_lora']
+           'train_lora', 'preference_examples', 'train_preference']
 
 # %% ../nbs/08_train.ipynb #c005
 def tokenize_example(messages: list[dict], tokenizer, tools: list[dict], max_length: int, supervise_from: int = 0) -> dict | None:
@@ -161,3 +161,70 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
     (out_dir / "training.json").write_text(json.dumps({"base": {"name": base.name, "sha256": base.sha256}, "metrics": metrics}, indent=2) + "\n")
     if run is not None: run.summary.update(metrics)
     return {"metrics": metrics, "history": history}
+
+# %% ../nbs/08_train.ipynb #c023
+def _completion(m: dict) -> str:
+    "A judged reply as the model wrote it: a malformed one is kept as its raw text."
+    return m["raw"] + END if isinstance(m.get("raw"), str) else reply_text(m)
+
+def preference_examples(rows: list[dict], method: str, bos: str = "<bos>") -> list[dict]:
+    "TRL examples from judged `rows` (as `data.load_split` returns them): for kto one per judged reply (label: desirable), for dpo one per chosen/rejected pair."
+    out = []
+    for r in rows:
+        prompt = bos + render(r["messages"], r["tools"])
+        if method == "kto": out += [{"prompt": prompt, "completion": _completion(m), "label": good} for m, good in ((r["chosen"], True), (r["rejected"], False)) if m]
+        elif method == "dpo" and r["chosen"] and r["rejected"]: out.append({"prompt": prompt, "chosen": _completion(r["chosen"]), "rejected": _completion(r["rejected"])})
+    return out
+
+
+# %% ../nbs/08_train.ipynb #c025
+def train_preference(base, adapter_dir: Path, rows: list[dict], params, out_dir: Path, run=None, progress: bool = True) -> dict:
+    """Train the LoRA adapter in `adapter_dir` further on judged replies `rows` by `params.train.preference` (kto or dpo), against a frozen copy of
+    itself; save it to `out_dir` (which may be `adapter_dir`) and add the stage's metrics to its training.json. Returns metrics and history; with
+    nothing to learn from, the adapter is left as it is and `metrics["skipped"]` says why."""
+    import tempfile
+    from peft import PeftModel
+    from transformers.utils import logging as hf_logging
+    from agent_loop.models import load_base
+    tp, method = params.train, params.train.preference
+    model, tok = load_base(base)
+    examples = preference_examples(rows, method, tok.bos_token) if method != "none" else []
+    skipped = ("train.preference is none" if method == "none" else f"no judged replies {'in pairs ' if method == 'dpo' else ''}to learn from" if not examples
+               else "kto needs at least 2 judged replies" if method == "kto" and len(examples) < 2 else None)
+    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    if skipped:
+        metrics = {"method": method, "skipped": skipped, "examples": len(examples)}
+    else:
+        from datasets import Dataset
+        from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+        random.Random(tp.seed).shuffle(examples)  # KTO reads in order (each batch's KL term uses its neighbours)
+        tok.eos_token = END  # TRL ends each completion with the tokenizer's EOS; our replies end their turn
+        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
+        common = dict(max_steps=tp.preference_steps, learning_rate=tp.preference_lr, beta=tp.preference_beta, max_length=params.model.max_length,
+                      per_device_train_batch_size=max(2, min(tp.batch_size, len(examples))), gradient_accumulation_steps=1, warmup_steps=0,
+                      logging_steps=1, seed=tp.seed, use_cpu=not torch.cuda.is_available(), bf16=resolve_precision(tp.precision) == "bf16", report_to=[], save_strategy="no", disable_tqdm=not progress)
+        with tempfile.TemporaryDirectory() as scratch:
+            if method == "kto":
+                good = sum(e["label"] for e in examples); bad = len(examples) - good
+                cfg = KTOConfig(output_dir=scratch, train_sampling_strategy="sequential", desirable_weight=bad / good if good and bad else 1.0, **common)
+                trainer = KTOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(examples), processing_class=tok)
+                counts = {"desirable": good, "undesirable": bad}
+            else:
+                trainer = DPOTrainer(model=model, args=DPOConfig(output_dir=scratch, **common), train_dataset=Dataset.from_list(examples), processing_class=tok)
+                counts = {"pairs": len(examples)}
+            verbosity = hf_logging.get_verbosity(); hf_logging.set_verbosity_error()  # TRL's once-per-run notices about its own defaults
+            try: out = trainer.train()
+            finally: hf_logging.set_verbosity(verbosity)
+        history = [h for h in trainer.state.log_history if "loss" in h]
+        trainer.model.save_pretrained(out_dir, selected_adapters=["default"])
+        metrics = {"method": method, **counts, "steps": trainer.state.global_step, "seconds": round(out.metrics["train_runtime"], 1),
+                   "first_loss": round(history[0]["loss"], 4), "final_loss": round(history[-1]["loss"], 4),
+                   "beta": tp.preference_beta, "lr": tp.preference_lr}
+        if run is not None:
+            for h in history: run.log({f"preference/{k}": v for k, v in h.items() if isinstance(v, (int, float))})
+    record = out_dir / "training.json"
+    info = json.loads(record.read_text()) if record.exists() else {"base": {"name": base.name, "sha256": base.sha256}}
+    record.write_text(json.dumps(info | {"preference": metrics}, indent=2) + "\n")
+    if run is not None: run.summary.update({f"preference/{k}": v for k, v in metrics.items()})
+    return {"metrics": metrics, "history": history if not skipped else []}
+
