@@ -163,9 +163,9 @@ def test_the_loop_closes(project):
     status = run(["dvc", "status"], project).stdout
     assert "prepare" in status and "data/interactions" in status
     # 3 steps of 2 see 6 examples, which need not include the new ones (then the same adapter and GGUF come out, and export
-    # rightly registers nothing): train on every example once, so that the model must change
+    # rightly registers nothing): train on every example once, so that the model must change; then KTO on the judged replies
     original = (project / "params.yaml").read_text()
-    set_params(project, {"train": {"max_steps": 0, "batch_size": 16}})
+    set_params(project, {"train": {"max_steps": 0, "batch_size": 16, "preference": "kto", "preference_steps": 2}})
     try: run(["dvc", "repro"], project)
     finally: (project / "params.yaml").write_text(original)
     train = {r["id"]: r for r in load_split(project / "data/processed/train.jsonl")}
@@ -173,12 +173,19 @@ def test_the_loop_closes(project):
     assert train[f"log-{served['turn_id']}"]["messages"] == [{"role": "user", "content": "What is 37 times 12?"}, {"role": "assistant", "content": "", "tool_calls": right},
                                                             {"role": "tool", "name": "calculator", "content": "444"}, {"role": "assistant", "content": "37 times 12 is 444."}]
     for dropped in (forged, unrated, leak): assert f"log-{dropped}" not in train  # the leak: a logged turn that repeats a test prompt
+    # what preference learning may read: the correction as a pair (its call chosen over what the model served), the 👍 reply as chosen
+    judged = {r["id"]: r for r in load_split(project / "data/processed/preference.jsonl")}
+    assert set(judged) == {f"judged-{liked}", f"judged-{served['turn_id']}"}
+    assert judged[f"judged-{served['turn_id']}"]["chosen"] == {"role": "assistant", "content": "", "tool_calls": right}
+    assert judged[f"judged-{served['turn_id']}"]["rejected"] != judged[f"judged-{served['turn_id']}"]["chosen"]
+    assert judged[f"judged-{liked}"]["rejected"] is None
     report = json.loads((project / "reports/prepare.json").read_text())
     assert report["log_problems"] == 1
     assert report["interactions"]["kept_as"] == {"corrected": 1, "rated up": 2}
     assert report["interactions"]["skipped"] == {"a tool result does not replay (forged or stale)": 1, "unrated": 1}
     trained = json.loads((project / "reports/train.json").read_text())
     assert trained["steps"] == math.ceil(trained["examples"] / 16), "one pass over every training example"
+    assert (trained["preference"]["method"], trained["preference"]["steps"], trained["preference"]["desirable"]) == ("kto", 2, 2)
     versions = sorted(p.name for p in (project / "models/registry").iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(versions) == 2 and first in versions, "earlier versions stay for rollback"
     assert (project / "models/registry" / first / "model.gguf").exists()
