@@ -1,6 +1,6 @@
 """Does the preference stage help? KTO (or DPO) from logged feedback, measured on held-out logged turns and on the evaluation suites.
 
-    .venv/bin/python tests/benchmarks/preference_effect.py [--method kto|dpo] [--requests 160] [--steps 20]
+    .venv/bin/python tests/benchmarks/preference_effect.py [--method kto|dpo] [--requests 160] [--steps 20] [--lr 5e-5]
 
 Run after `dvc repro` (it starts from the SFT adapter in models/candidate and its GGUF models/candidate.gguf):
 
@@ -51,7 +51,7 @@ def first_reply_error_rate(rows: list[dict]) -> float:
     first = [r for r in rows if r["step"] == "first"]
     return round(1 - sum(r["correct"] for r in first) / len(first), 4)
 
-def main(method: str, n_requests: int, steps: int, seed: int = 2026):
+def main(method: str, n_requests: int, steps: int, lr: float | None = None, seed: int = 2026):
     params, settings = load_params(ROOT / "params.yaml"), load_settings(ROOT)
     models, cache, processed = settings.path("models"), settings.path("cache"), settings.path("processed")
     sft_adapter, sft_gguf = models / "candidate", models / "candidate.gguf"
@@ -72,6 +72,7 @@ def main(method: str, n_requests: int, steps: int, seed: int = 2026):
         (scratch / "p").mkdir(); preference_set(judged, blocked).to_json(scratch / "p/preference.jsonl", lines=True, force_ascii=False)
         rows = load_split(scratch / "p/preference.jsonl")
         params.train.preference, params.train.preference_steps = method, steps
+        if lr: params.train.preference_lr = lr
         base = resolve_base(params.model.base, cache)
         shutil.copytree(sft_adapter, scratch / "adapter")
         trained = train_preference(base, scratch / "adapter", rows, params, scratch / "adapter")
@@ -86,7 +87,7 @@ def main(method: str, n_requests: int, steps: int, seed: int = 2026):
             suite_metrics, _ = score_gguf(gguf, sha, suites, params.evaluate.max_new_tokens, cache, settings.serving.threads, desc=f"{who} suites")
             results[who] = {"held_out_wrong_first_reply": first_reply_error_rate(held_rows), "held_out_answer_accuracy": held_metrics["answer_accuracy"],
                             **{k: suite_metrics[k] for k in ("tool_call_accuracy", "no_call_accuracy", "answer_accuracy", "format_valid_rate")},
-                            **{f"bfcl/{c}": v for c, v in suite_metrics["categories"].items() if c.startswith("bfcl/")}}
+                            **{c: v for c, v in suite_metrics["categories"].items() if c.startswith("bfcl/")}}
     out = {"method": method, "requests": {"feedback": len(feedback), "held_out": len(held_out)}, "feedback": counts, "judged": report["judged_as"],
            "preference_rows": len(rows), "training": trained["metrics"], "results": results, "seconds": round(time.time() - t0)}
     (ROOT / "reports").mkdir(exist_ok=True); (ROOT / "reports/preference_effect.json").write_text(json.dumps(out, indent=2) + "\n")
@@ -100,5 +101,6 @@ if __name__ == "__main__":
     ap.add_argument("--method", choices=("kto", "dpo"), default="kto")
     ap.add_argument("--requests", type=int, default=160)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--lr", type=float, help="train.preference_lr (default: params.yaml's)")
     a = ap.parse_args()
-    main(a.method, a.requests, a.steps)
+    main(a.method, a.requests, a.steps, a.lr)
