@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_app.ipynb #c003
 from __future__ import annotations
-import hashlib, hmac, json, os, secrets, uuid
+import hashlib, hmac, json, os, secrets, time, uuid
 from pathlib import Path
 import gradio as gr
 from .config import load_settings
@@ -13,12 +13,13 @@ from .interactions import InteractionLog, LogWriteError
 from .registry import ModelFileError, read_current
 from .serving import LlamaCppBackend, OllamaBackend, run_agent
 from .format import signature
+from .ops import Metrics, ModelReloader
 from .pii import scrub
 from .tools import DEFAULT_TOOLS, Toolset, ToolsetError, load_recorded_toolset
 
 # %% auto #0
 __all__ = ['MAX_UPLOAD_BYTES', 'load_backend', 'served_toolset', 'Agent', 'Seals', 'check_conversation', 'to_chat', 'build_app',
-           'create_app', 'launch']
+           'create_app', 'model_reloader', 'server', 'launch']
 
 # %% ../nbs/12_app.ipynb #c005
 def load_backend(settings):
@@ -47,16 +48,28 @@ def served_toolset(settings) -> Toolset:
 class Agent:
     "The app's domain side: a backend, the tools, the log and the limits; no Gradio in here."
     def __init__(self, backend, model_info: dict, log: InteractionLog, max_message_chars: int = 4000, max_steps: int = 4, max_new_tokens: int = 192,
-                 tools=DEFAULT_TOOLS, seals: Seals | None = None, redact_logs: bool = False):
-        self.backend, self.model_info, self.log, self.tools = backend, model_info, log, tools
+                 tools=DEFAULT_TOOLS, seals: Seals | None = None, redact_logs: bool = False, metrics: Metrics | None = None):
+        self.serving = (backend, model_info)  # one attribute, swapped whole: a turn reads backend and model together
+        self.log, self.tools = log, tools
+        self.metrics = metrics or Metrics(t.name for t in tools)
+        self.metrics.serving(model_info)
         self.seals = seals or Seals(secrets.token_bytes(32))
         self.max_message_chars, self.max_steps, self.max_new_tokens = max_message_chars, max_steps, max_new_tokens
         self.redact = scrub if redact_logs else (lambda value: value)  # what is written to the log; the user still sees their own words
+
+    backend = property(lambda self: self.serving[0])
+    model_info = property(lambda self: self.serving[1])
+
+    def swap(self, backend, model_info: dict):
+        "Serve `backend` from the next turn on; turns in progress finish on the model they started with (the old one is freed when the last of them ends)."
+        self.serving = (backend, model_info)
 
     def turn(self, message: str, conversation: list[dict] | None = None, session_id: str = "") -> dict:
         "Answer `message` after `conversation` (checked: the server's own or `check_conversation`'s); returns the turn id, the new messages, the whole conversation and stats. Raises `LogWriteError` when the turn could not be logged."
         conversation = list(conversation or [])
         message = _text(message)
+        backend, model_info = self.serving
+        started = time.perf_counter()
         if len(message) > self.max_message_chars:
             user = {"role": "user", "content": message[:self.max_message_chars], "truncated_from_chars": len(message)}
             new = [{"role": "assistant", "content": f"⚠️ Your message is {len(message):,} characters; the limit is {self.max_message_chars:,}. Please shorten it.", "error": "oversized"}]
@@ -65,11 +78,18 @@ class Agent:
             user, new, stats = {"role": "user", "content": message}, [{"role": "assistant", "content": "⚠️ Please type a message.", "error": "empty"}], {}
         else:
             user = {"role": "user", "content": message}
-            new, stats = run_agent(conversation + [user], self.backend, self.tools, self.max_steps, self.max_new_tokens)
+            new, stats = run_agent(conversation + [user], backend, self.tools, self.max_steps, self.max_new_tokens)
         full = conversation + [user] + new
-        turn_id = self.log.log_turn(self.redact(full), self.model_info, session_id, stats, turn_start=len(conversation))
+        turn_id = self.log.log_turn(self.redact(full), model_info, session_id, stats, turn_start=len(conversation))
+        self.metrics.observe_turn(new, stats, time.perf_counter() - started)
         answer = new[-1]["content"] if new else ""
-        return {"turn_id": turn_id, "answer": answer, "new_messages": [user] + new, "conversation": full, "stats": stats, "model": self.model_info}
+        return {"turn_id": turn_id, "answer": answer, "new_messages": [user] + new, "conversation": full, "stats": stats, "model": model_info}
+
+    def rate(self, turn_id: str, rating: str, comment: str = "") -> str:
+        "Log a rating (`up`, `down`, or `none`: withdrawn) of turn `turn_id`; returns the feedback's id; a ValueError says what is wrong."
+        feedback_id = self.log.log_feedback(turn_id, rating, self.redact(_text(comment or "")))
+        self.metrics.feedback.labels(rating).inc()
+        return feedback_id
 
     def correct(self, turn_id: str, tool_calls=None, answer: str | None = None, comment: str = "") -> str:
         "Record what turn `turn_id` should have been: the right `tool_calls` (a list, or its JSON text; `[]` for none) and/or the right `answer`. Returns the correction's id; a ValueError says what is wrong."
@@ -78,7 +98,9 @@ class Agent:
             except (ValueError, RecursionError) as e: raise ValueError(f"tool_calls is not valid JSON ({type(e).__name__})") from None
         if isinstance(tool_calls, dict): tool_calls = [tool_calls]  # one call given bare
         answer = _text(answer) if answer is not None and str(answer).strip() else None
-        return self.log.log_correction(turn_id, self.redact(tool_calls), self.redact(answer), self.redact(_text(comment or "")), tools=[t.schema for t in self.tools])
+        correction_id = self.log.log_correction(turn_id, self.redact(tool_calls), self.redact(answer), self.redact(_text(comment or "")), tools=[t.schema for t in self.tools])
+        self.metrics.corrections.inc()
+        return correction_id
 
 # %% ../nbs/12_app.ipynb #c008
 def _text(value) -> str:
@@ -187,7 +209,7 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
             if turn_id is None: return "Only the agent's replies can be rated.", current_target, gr.skip()
             # Gradio sends True/"Like", False/"Dislike", or an empty value when a rating is clicked off again
             rating = "up" if data.liked in (True, "Like") else "down" if data.liked in (False, "Dislike") else "none"
-            try: agent.log.log_feedback(turn_id, rating)
+            try: agent.rate(turn_id, rating)
             except (ValueError, LogWriteError) as e: return f"⚠️ {e}", current_target, gr.skip()
             done = {"up": "Logged 👍", "down": "Logged 👎", "none": "Rating withdrawn"}[rating] + f" for turn `{turn_id[:8]}`"
             if rating == "down": return done + ". If you know what the agent should have done, say it under ✏️ Correct a reply.", turn_id, _target_note(turn_id)
@@ -218,7 +240,7 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
 
         def feedback(turn_id: str, rating: str, comment: str = "") -> dict:
             "Rate turn `turn_id` `up`, `down` or `none` (withdraw)."
-            try: return {"feedback_id": agent.log.log_feedback(turn_id, rating, agent.redact(comment)), "turn_id": turn_id, "rating": rating}
+            try: return {"feedback_id": agent.rate(turn_id, rating, comment), "turn_id": turn_id, "rating": rating}
             except (ValueError, LogWriteError) as e: raise gr.Error(str(e))
 
         def correct(turn_id: str, tool_calls: str = "", answer: str = "", comment: str = "") -> dict:
@@ -244,10 +266,56 @@ def create_app(settings=None) -> tuple[gr.Blocks, Agent]:
 
 MAX_UPLOAD_BYTES = 1024
 
-def launch(settings=None, **kwargs):
-    "Serve the app where settings.ini says."
-    settings = settings or load_settings()
-    demo, _ = create_app(settings)
-    auth = tuple(settings.app.auth.split(":", 1)) if settings.app.auth else None
+def model_reloader(agent: Agent, settings) -> ModelReloader:
+    "A `ModelReloader` that hands `agent` each newly promoted model, when it was trained for the toolset being served."
+    def load():
+        toolset = served_toolset(settings)
+        if toolset.record["sha256"] != agent.model_info.get("toolset_sha256"):
+            raise ToolsetError("the newly promoted model was trained for another toolset than the one served; restart the app to serve it")
+        backend, info = load_backend(settings)
+        return backend, info | {"toolset_sha256": toolset.record["sha256"]}
+    return ModelReloader(agent, settings.path("current"), settings.root, load, settings.serving.reload_seconds, agent.metrics)
+
+def _route(path: str) -> str:
+    "A bounded label for a request path: scanners' paths must not grow the metrics."
+    return path if path in ("/", "/health", "/ready", "/metrics") else "gradio_api" if path.startswith("/gradio_api/") else "other"
+
+class _CountRequests:
+    "ASGI middleware counting HTTP requests by route and status (plain ASGI: Gradio's event streams pass through untouched)."
+    def __init__(self, app, metrics: Metrics): self.app, self.metrics = app, metrics
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http": return await self.app(scope, receive, send)
+        status = {"code": 500}
+        async def send_counted(message):
+            if message["type"] == "http.response.start": status["code"] = message["status"]
+            await send(message)
+        try: await self.app(scope, receive, send_counted)
+        finally: self.metrics.requests.labels(_route(scope["path"]), str(status["code"])).inc()
+
+def server(demo: gr.Blocks, agent: Agent, auth: tuple | None = None, reloader: ModelReloader | None = None):
+    "A FastAPI app serving `/health` (liveness), `/ready` (the model served, and why a newly promoted one was refused), `/metrics` (Prometheus) and the Gradio app at `/`."
+    from fastapi import FastAPI, Response
+    from prometheus_client import CONTENT_TYPE_LATEST
+    app = FastAPI(title="agent-loop", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(_CountRequests, metrics=agent.metrics)
+    @app.get("/health")
+    def health(): return {"status": "ok"}
+    @app.get("/ready")
+    def ready():
+        info = agent.model_info
+        return {"ready": True, **{k: info.get(k) for k in ("version", "sha256", "backend")}, "reload_error": reloader.error if reloader else None}
+    @app.get("/metrics")
+    def metrics(): return Response(agent.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
     # the app takes no files: Gradio's upload route would otherwise accept any size
-    demo.queue(default_concurrency_limit=4).launch(server_name=settings.app.host, server_port=settings.app.port, auth=auth, max_file_size=MAX_UPLOAD_BYTES, **kwargs)
+    return gr.mount_gradio_app(app, demo.queue(default_concurrency_limit=4), path="/", auth=auth, max_file_size=MAX_UPLOAD_BYTES)
+
+def launch(settings=None, **kwargs):
+    "Serve the app where settings.ini says, with health, readiness and metrics, switching to each newly promoted model."
+    import uvicorn
+    settings = settings or load_settings()
+    demo, agent = create_app(settings)
+    reloader = model_reloader(agent, settings)
+    if settings.serving.reload_seconds: reloader.start()
+    auth = tuple(settings.app.auth.split(":", 1)) if settings.app.auth else None
+    print(f"agent-loop: model {agent.model_info['version']} on http://{settings.app.host}:{settings.app.port} (also /health, /ready, /metrics)", flush=True)
+    uvicorn.run(server(demo, agent, auth, reloader), host=settings.app.host, port=settings.app.port, log_level="warning", **kwargs)

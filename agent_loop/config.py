@@ -208,6 +208,7 @@ class ServingSettings:
     ollama_model: str = _opt("")
     threads: int = _opt(0, _non_negative)
     context_length: int = _opt(2048, _positive)
+    reload_seconds: float = _opt(2.0, _non_negative, "how often the app looks for a newly promoted model; 0: never (restart to serve one)")
 
 @dataclass
 class WandbSettings:

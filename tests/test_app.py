@@ -100,3 +100,40 @@ def test_bad_setting_exits_with_a_clear_message(tmp_path):
     a = AppProcess(project, env={"AGENT_LOOP_SERVING_BACKEND": "vllm"})
     assert a.proc.wait(120) != 0
     assert "serving.backend: must be one of llama_cpp, ollama" in a.proc.stdout.read()
+
+
+def test_health_ready_metrics_and_hot_reload(app, trained_project):
+    """/health, /ready and /metrics answer; a newly promoted model is served from the next turn without a restart, a bad promotion is
+    refused while the old model goes on answering, and a rollback is served like any promotion."""
+    import time, urllib.request
+    from gradio_client import Client
+    from agent_loop.registry import promote, sha256_file, write_json_atomic
+    get = lambda path: urllib.request.urlopen(app.url + path, timeout=10).read().decode()
+    current = trained_project / "models/current.json"
+    first = json.loads(current.read_text())
+    assert json.loads(get("health")) == {"status": "ok"}
+    assert json.loads(get("ready"))["sha256"] == first["sha256"]
+    # a second version: the same weights with bytes appended (a GGUF llama.cpp loads, with a sha256 of its own), registered with its manifest
+    folder = trained_project / "models/registry/v-reload-test"; folder.mkdir()
+    gguf = folder / "model.gguf"; gguf.write_bytes((trained_project / first["gguf"]).read_bytes() + b"\0" * 32)
+    manifest = json.loads((trained_project / first["gguf"]).with_name("manifest.json").read_text())
+    manifest |= {"version": folder.name, "gguf": str(gguf.relative_to(trained_project)), "sha256": sha256_file(gguf)}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    def ready_after(change, done):
+        change(); deadline = time.time() + 60
+        while time.time() < deadline:
+            if done(state := json.loads(get("ready"))): return state
+            time.sleep(0.5)
+        raise AssertionError(f"the app did not pick up the change: {state}")
+    refused = ready_after(lambda: write_json_atomic(current, {k: manifest[k] for k in ("version", "gguf")} | {"sha256": "0" * 64}), lambda s: s["reload_error"])
+    assert refused["version"] == first["version"] and "ModelFileError" in refused["reload_error"]
+    client = Client(app.url, verbose=False)
+    assert client.predict("What is 58 plus 23?", "", api_name="/chat")["model"]["version"] == first["version"]  # the old model still answers
+    ready_after(lambda: promote(current, manifest, trained_project), lambda s: s["version"] == folder.name)
+    assert client.predict("What is 58 plus 23?", "", api_name="/chat")["model"]["version"] == folder.name
+    ready_after(lambda: promote(current, first, trained_project), lambda s: s["version"] == first["version"])  # rollback
+    metrics = get("metrics")
+    for line in ('agent_loop_model_reloads_total{result="loaded"} 2.0', 'agent_loop_model_reloads_total{result="refused"} 1.0',
+                 'agent_loop_http_requests_total{route="/health",status="200"} 1.0'):
+        assert line in metrics, line
+    print(f"\nhot reload: refused a bad promotion ({refused['reload_error'][:90]}…), served {folder.name}, rolled back to {first['version']}")
