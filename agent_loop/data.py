@@ -355,14 +355,13 @@ def prepare(params, root: Path, interactions_dir: Path, out_dir: Path, snapshot_
     corpus_train = corpus.generate_corpus(d.corpus_examples, d.seed, train_families, mix) if d.corpus_examples else []
     corpus_test = corpus.generate_corpus(d.heldout_examples, d.seed + 1, test_families, mix) if d.heldout_examples else []
     logged, judged, report = load_interactions(interactions_dir, toolset.tools, d.use_unrated_interactions, d.max_turns_per_session, d.max_turns_per_prompt,
-                                       toolset.record["sha256"])
+                                               toolset.record["sha256"])
     logged = dedupe([ex | {"messages": scrub(ex["messages"]), "prompt": scrub(ex["prompt"]), "tools": toolset.schemas} for ex in logged])
     judged = [j | {k: scrub(j[k]) for k in ("prompt", "messages", "chosen", "rejected")} | {"tools": toolset.schemas} for j in judged]
     splits = split_examples(own, logged, d.val_fraction, d.test_fraction, d.seed, corpus_train, corpus_test)
     preference = preference_set(judged, {normalize_prompt(p) for s in ("val", "test") for p in splits[s]["prompt"]})
     hashes = write_splits(splits | {"preference": preference}, out_dir)
-    trained_on = set(splits["train"]["id"])
-    trained_on |= set(preference["id"])
+    trained_on = set(splits["train"]["id"]) | set(preference["id"])  # the snapshot holds every record behind data/processed
     snapshot = write_snapshot(list({id(r): r for ex in logged + judged if ex["id"] in trained_on for r in ex["records"]}.values()), snapshot_dir)
     (Path(out_dir) / "toolset.json").write_text(json.dumps(toolset.record, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     stats = {"examples": {k: len(v) for k, v in splits.items()},
@@ -370,6 +369,6 @@ def prepare(params, root: Path, interactions_dir: Path, out_dir: Path, snapshot_
              "categories": {k: dict(sorted(Counter(f"{s}/{c}" for s, c in zip(v["suite"], v["category"])).items())) for k, v in splits.items()},
              "heldout_families": test_families, "toolset_sha256": toolset.record["sha256"], "pii": default_scrubber().report(),
              "interactions": report | {"in_train": sum(1 for s in splits["train"]["source"] if s == "interactions"),
-                                              "in_preference": dict(sorted(Counter(preference["label"]).items())), "snapshot": snapshot}, **hashes}
+                                      "in_preference": dict(sorted(Counter(preference["label"]).items())), "snapshot": snapshot}, **hashes}
     (Path(out_dir) / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     return stats
