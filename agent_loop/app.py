@@ -4,8 +4,9 @@
 
 # %% ../nbs/12_app.ipynb #c003
 from __future__ import annotations
-import hashlib, hmac, json, os, secrets, time, uuid
+import hashlib, hmac, json, os, queue, secrets, threading, time, uuid
 from pathlib import Path
+from typing import Iterator
 import gradio as gr
 from .config import load_settings
 from .format import check_messages
@@ -18,8 +19,8 @@ from .pii import scrub
 from .tools import DEFAULT_TOOLS, Toolset, ToolsetError, load_recorded_toolset
 
 # %% auto #0
-__all__ = ['MAX_UPLOAD_BYTES', 'load_backend', 'served_toolset', 'Agent', 'Seals', 'check_conversation', 'to_chat', 'build_app',
-           'create_app', 'model_reloader', 'server', 'launch']
+__all__ = ['MAX_UPLOAD_BYTES', 'load_backend', 'served_toolset', 'Agent', 'stream_turn', 'Seals', 'check_conversation', 'to_chat',
+           'build_app', 'create_app', 'model_reloader', 'server', 'launch']
 
 # %% ../nbs/12_app.ipynb #c005
 def load_backend(settings):
@@ -64,8 +65,9 @@ class Agent:
         "Serve `backend` from the next turn on; turns in progress finish on the model they started with (the old one is freed when the last of them ends)."
         self.serving = (backend, model_info)
 
-    def turn(self, message: str, conversation: list[dict] | None = None, session_id: str = "") -> dict:
-        "Answer `message` after `conversation` (checked: the server's own or `check_conversation`'s); returns the turn id, the new messages, the whole conversation and stats. Raises `LogWriteError` when the turn could not be logged."
+    def turn(self, message: str, conversation: list[dict] | None = None, session_id: str = "", on_event=None) -> dict:
+        """Answer `message` after `conversation` (checked: the server's own or `check_conversation`'s); returns the turn id, the new messages, the whole conversation and stats.
+        `on_event` receives the new messages and the answer's text as they come (`run_agent`'s events). Raises `LogWriteError` when the turn could not be logged."""
         conversation = list(conversation or [])
         message = _text(message)
         backend, model_info = self.serving
@@ -78,7 +80,8 @@ class Agent:
             user, new, stats = {"role": "user", "content": message}, [{"role": "assistant", "content": "⚠️ Please type a message.", "error": "empty"}], {}
         else:
             user = {"role": "user", "content": message}
-            new, stats = run_agent(conversation + [user], backend, self.tools, self.max_steps, self.max_new_tokens)
+            # always streamed: the time to the first token is measured even when nobody watches
+            new, stats = run_agent(conversation + [user], backend, self.tools, self.max_steps, self.max_new_tokens, on_event=on_event or (lambda event: None))
         full = conversation + [user] + new
         turn_id = self.log.log_turn(self.redact(full), model_info, session_id, stats, turn_start=len(conversation))
         self.metrics.observe_turn(new, stats, time.perf_counter() - started)
@@ -101,6 +104,18 @@ class Agent:
         correction_id = self.log.log_correction(turn_id, self.redact(tool_calls), self.redact(answer), self.redact(_text(comment or "")), tools=[t.schema for t in self.tools])
         self.metrics.corrections.inc()
         return correction_id
+
+def stream_turn(agent: Agent, message: str, conversation: list[dict], session_id: str):
+    "`agent.turn` in a worker thread: yields its events as they come, then `{\"type\": \"turn\", \"turn\": ...}`. A client that goes away does not stop the turn: it is finished and logged."
+    events, outcome = queue.Queue(), {}
+    def work():
+        try: outcome["turn"] = agent.turn(message, conversation, session_id, on_event=events.put)
+        except Exception as e: outcome["error"] = e
+        finally: events.put(None)
+    threading.Thread(target=work, name="turn", daemon=True).start()
+    while (event := events.get()) is not None: yield event
+    if "error" in outcome: raise outcome["error"]
+    yield {"type": "turn", "turn": outcome["turn"]}
 
 # %% ../nbs/12_app.ipynb #c008
 def _text(value) -> str:
@@ -148,8 +163,10 @@ def check_conversation(conversation_json, max_chars: int, seals: Seals) -> list[
     return [{k: _text(v) if isinstance(v, str) else v for k, v in m.items()} for m in seals.check(conv)]
 
 # %% ../nbs/12_app.ipynb #c011
-def to_chat(messages: list[dict]) -> list[dict]:
-    "Canonical messages as Gradio chat messages."
+def _call_title(call: dict) -> str: return f"🛠️ {call['name']}({json.dumps(call['arguments'], ensure_ascii=False)})"
+
+def to_chat(messages: list[dict], partial: str = "") -> list[dict]:
+    "Canonical messages as Gradio chat messages; calls still without a result as pending steps, and `partial`, an answer being streamed, last."
     out, pending = [], []
     for m in messages:
         if m["role"] == "user": out.append({"role": "user", "content": m["content"]})
@@ -158,9 +175,10 @@ def to_chat(messages: list[dict]) -> list[dict]:
             call = pending.pop(0) if pending else {"name": m["name"], "arguments": {}}
             ok = "error" not in m
             out.append({"role": "assistant", "content": f"→ {m['content']}" if ok else f"❌ {m['error']}",
-                        "metadata": {"title": f"🛠️ {call['name']}({json.dumps(call['arguments'], ensure_ascii=False)})", "status": "done"}})
+                        "metadata": {"title": _call_title(call), "status": "done"}})
         elif m["role"] == "assistant": out.append({"role": "assistant", "content": m["content"]})
-    return out
+    out += [{"role": "assistant", "content": "…", "metadata": {"title": _call_title(call), "status": "pending"}} for call in pending]
+    return out + ([{"role": "assistant", "content": partial}] if partial else [])
 
 # %% ../nbs/12_app.ipynb #c014
 def _target_note(turn_id) -> str:
@@ -194,14 +212,19 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
 
         def respond(message, conv, turns, sid):
             sid = sid or uuid.uuid4().hex
-            try: res = agent.turn(message, conv, sid)
-            except LogWriteError as e: return message, to_chat(conv), conv, turns, sid, f"⚠️ {e}. Please try again.", gr.skip(), gr.skip()
+            new, text, keep = [{"role": "user", "content": message}], "", [gr.skip()] * 6
+            try:
+                for event in stream_turn(agent, message, conv, sid):
+                    if event["type"] == "turn": res = event["turn"]
+                    elif event["type"] == "text": text += event["text"]; yield gr.skip(), to_chat(conv + new, text), *keep
+                    else: new.append(event["message"]); text = ""; yield gr.skip(), to_chat(conv + new), *keep
+            except LogWriteError as e: yield message, to_chat(conv), conv, turns, sid, f"⚠️ {e}. Please try again.", gr.skip(), gr.skip(); return
             shown = to_chat(res["new_messages"])
             turns = turns + [None] + [res["turn_id"]] * (len(shown) - 1)
             chat_hist = to_chat(res["conversation"])
             st = res["stats"]
             note = f"turn `{res['turn_id'][:8]}` · {st.get('tokens', 0)} tokens · {st.get('tokens_per_s', 0)} tokens/s" if st else f"turn `{res['turn_id'][:8]}`"
-            return "", chat_hist, res["conversation"], turns, sid, note, res["turn_id"], _target_note(res["turn_id"])
+            yield "", chat_hist, res["conversation"], turns, sid, note, res["turn_id"], _target_note(res["turn_id"])
 
         def on_like(turns, current_target, data: gr.LikeData):
             idx = data.index if isinstance(data.index, int) else data.index[0]
@@ -228,15 +251,28 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
         chatbot.like(on_like, [bubble_turns, target], [status, target, target_note], api_visibility="private")
         submit_fix.click(on_correct, [target, right_answer, right_calls, why], [status, right_answer, right_calls, why], api_visibility="private")
 
-        def chat(message: str, conversation_json: str = "", request: gr.Request = None) -> dict:
-            "Send `message` (after the conversation in `conversation_json`, a JSON list of messages); returns the turn."
+        def checked(conversation_json: str, request) -> tuple[list[dict], str]:
+            "An API call's conversation, checked, and its session: one API client is one session, so that the training caps per session hold for programs too."
             try: conv = check_conversation(conversation_json, 20 * agent.max_message_chars, agent.seals)
             except ValueError as e: raise gr.Error(f"conversation_json: {e}")
-            # one API client is one session, so that the training caps per session hold for programs too
-            try: res = agent.turn(message, conv, f"api-{getattr(request, 'session_hash', None) or 'anonymous'}")
+            return conv, f"api-{getattr(request, 'session_hash', None) or 'anonymous'}"
+
+        def sealed(res: dict, conv: list[dict]) -> dict:
+            said = agent.seals.seal(res["conversation"])  # sent back as it is, it goes on with the conversation
+            return res | {"conversation": said, "new_messages": said[len(conv):]}
+
+        def chat(message: str, conversation_json: str = "", request: gr.Request = None) -> dict:
+            "Send `message` (after the conversation in `conversation_json`, a JSON list of messages); returns the turn."
+            conv, sid = checked(conversation_json, request)
+            try: return sealed(agent.turn(message, conv, sid), conv)
             except LogWriteError as e: raise gr.Error(str(e))
-            sealed = agent.seals.seal(res["conversation"])  # send it back as it is to go on with the conversation
-            return res | {"conversation": sealed, "new_messages": sealed[len(conv):]}
+
+        def chat_stream(message: str, conversation_json: str = "", request: gr.Request = None) -> Iterator[dict]:
+            "/chat, streamed: yields each new message ({type: message}) and each piece of the answer ({type: text}) as they come, then the whole turn ({type: turn}, as /chat returns it)."
+            conv, sid = checked(conversation_json, request)
+            try:
+                for event in stream_turn(agent, message, conv, sid): yield {"type": "turn"} | sealed(event["turn"], conv) if event["type"] == "turn" else event
+            except LogWriteError as e: raise gr.Error(str(e))
 
         def feedback(turn_id: str, rating: str, comment: str = "") -> dict:
             "Rate turn `turn_id` `up`, `down` or `none` (withdraw)."
@@ -249,6 +285,7 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
             except (ValueError, LogWriteError) as e: raise gr.Error(str(e))
 
         gr.api(chat, api_name="chat")
+        gr.api(chat_stream, api_name="chat_stream")
         gr.api(feedback, api_name="feedback")
         gr.api(correct, api_name="correct")
     return demo

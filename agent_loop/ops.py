@@ -16,7 +16,7 @@ __all__ = ['log', 'Metrics', 'ModelReloader']
 
 # %% ../nbs/17_ops.ipynb #c005
 class Metrics:
-    "The app's Prometheus metrics: HTTP requests, turns and their latency, decode speed, tool calls and failures by tool, format errors, feedback, corrections, model reloads and the model served."
+    "The app's Prometheus metrics: HTTP requests, turns and their latency, time to first token, decode speed, tool calls and failures by tool, format errors, feedback, corrections, model reloads and the model served."
     def __init__(self, tool_names=()):
         r = self.registry = CollectorRegistry()
         self.tool_names = set(tool_names)
@@ -24,6 +24,8 @@ class Metrics:
         self.turns = Counter("agent_loop_turns", "Turns answered, by how they ended (answer, or the agent's error code)", ["outcome"], registry=r)
         self.turn_seconds = Histogram("agent_loop_turn_seconds", "Time to answer a turn, every tool round included", registry=r,
                                       buckets=(0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128))
+        self.first_token_seconds = Histogram("agent_loop_first_token_seconds", "Time from a turn's start to its first generated token", registry=r,
+                                             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16))
         self.decode_speed = Histogram("agent_loop_decode_tokens_per_second", "Decode speed of each turn", buckets=(5, 10, 20, 40, 80, 160, 320), registry=r)
         self.tool_calls = Counter("agent_loop_tool_calls", "Tool calls run, by tool", ["tool"], registry=r)
         self.tool_errors = Counter("agent_loop_tool_errors", "Tool calls that failed, by tool", ["tool"], registry=r)
@@ -42,6 +44,7 @@ class Metrics:
         self.turns.labels(new_messages[-1].get("error") or "answer" if new_messages else "empty").inc()
         self.turn_seconds.observe(seconds)
         if stats.get("tokens_per_s"): self.decode_speed.observe(stats["tokens_per_s"])
+        if stats.get("first_token_seconds") is not None: self.first_token_seconds.observe(stats["first_token_seconds"])
         for m in new_messages:
             if m["role"] == "tool":
                 tool = m["name"] if m.get("name") in self.tool_names else "unknown"

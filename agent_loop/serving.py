@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, threading, time
 from dataclasses import dataclass
 from pathlib import Path
-from .format import END, parse_reply, render
+from .format import CALL_OPEN, END, parse_reply, render
 from .registry import ModelFileError, check_gguf
 from .tools import DEFAULT_TOOLS, Tool, run_tool, tool_schemas
 
@@ -39,14 +39,21 @@ class LlamaCppBackend:
         "Token ids of a prompt rendered by `agent_loop.format`: its markup becomes control tokens, and `escape` saw to it that nothing else can."
         return self.llm.tokenize(prompt.encode(), add_bos=True, special=True)
 
-    def complete(self, prompt: str, max_tokens: int = 128) -> Completion:
+    def complete(self, prompt: str, max_tokens: int = 128, on_text=None) -> Completion:
+        "The greedy continuation of `prompt`, up to the end of the model's turn; `on_text`, if given, receives each piece of text as it is generated."
         ids = self.tokenize(prompt)
         if len(ids) + max_tokens > self.context_length:
             raise ContextOverflow(f"the conversation is {len(ids)} tokens; with {max_tokens} to generate it exceeds the {self.context_length}-token context")
         with self.lock:
             t0 = time.time()
-            out = self.llm.create_completion(ids, max_tokens=max_tokens, temperature=0.0, stop=[END])
-        return Completion(out["choices"][0]["text"], out["usage"]["completion_tokens"], time.time() - t0)
+            if on_text is None:
+                out = self.llm.create_completion(ids, max_tokens=max_tokens, temperature=0.0, stop=[END])
+                return Completion(out["choices"][0]["text"], out["usage"]["completion_tokens"], time.time() - t0)
+            pieces = []
+            for chunk in self.llm.create_completion(ids, max_tokens=max_tokens, temperature=0.0, stop=[END], stream=True):
+                if piece := chunk["choices"][0]["text"]: pieces.append(piece); on_text(piece)
+            text = "".join(pieces)
+            return Completion(text, len(self.llm.tokenize(text.encode(), add_bos=False, special=True)), time.time() - t0)
 
     def close(self):
         "Free the model now rather than at interpreter exit."
@@ -60,29 +67,54 @@ class OllamaBackend:
 
     def close(self): pass
 
-    def complete(self, prompt: str, max_tokens: int = 128) -> Completion:
+    def complete(self, prompt: str, max_tokens: int = 128, on_text=None) -> Completion:
         t0 = time.time()
-        r = self.client.generate(model=self.model, prompt=prompt, raw=True, options={"temperature": 0, "num_predict": max_tokens, "stop": [END]})
-        return Completion(r["response"], r.get("eval_count") or 0, time.time() - t0)
+        options = {"temperature": 0, "num_predict": max_tokens, "stop": [END]}
+        if on_text is None:
+            r = self.client.generate(model=self.model, prompt=prompt, raw=True, options=options)
+            return Completion(r["response"], r.get("eval_count") or 0, time.time() - t0)
+        pieces, tokens = [], 0
+        for part in self.client.generate(model=self.model, prompt=prompt, raw=True, options=options, stream=True):
+            if part["response"]: pieces.append(part["response"]); on_text(part["response"])
+            tokens = part.get("eval_count") or tokens
+        return Completion("".join(pieces), tokens, time.time() - t0)
 
 # %% ../nbs/09_serving.ipynb #c008
-def run_agent(messages: list[dict], backend, tools: list[Tool] = DEFAULT_TOOLS, max_steps: int = 4, max_new_tokens: int = 192) -> tuple[list[dict], dict]:
-    "New messages that answer the last user message in `messages`, and generation stats."
-    schemas, new, stats = tool_schemas(tools), [], {"tokens": 0, "seconds": 0.0, "steps": 0}
+class _AnswerText:
+    "Passes on a reply's text as it is generated, once it cannot be a tool call any more; notes when the first piece came."
+    def __init__(self, on_event, started: float, stats: dict):
+        self.on_event, self.started, self.stats, self.text, self.answer = on_event, started, stats, "", None
+    def __call__(self, piece: str):
+        self.stats.setdefault("first_token_seconds", round(time.time() - self.started, 3))
+        self.text += piece
+        if self.answer is None:
+            head = self.text.lstrip()
+            if CALL_OPEN.startswith(head): return  # still undecided
+            self.answer, piece = not head.startswith(CALL_OPEN), self.text
+        if self.answer: self.on_event({"type": "text", "text": piece})
+
+def run_agent(messages: list[dict], backend, tools: list[Tool] = DEFAULT_TOOLS, max_steps: int = 4, max_new_tokens: int = 192, on_event=None) -> tuple[list[dict], dict]:
+    "New messages that answer the last user message in `messages`, and generation stats; `on_event`, if given, receives them as they come (streaming)."
+    schemas, new, stats, started = tool_schemas(tools), [], {"tokens": 0, "seconds": 0.0, "steps": 0}, time.time()
+    def add(*ms):
+        for m in ms:
+            new.append(m)
+            if on_event: on_event({"type": "message", "message": m})
     for _ in range(max_steps):
         stats["steps"] += 1
-        try: out = backend.complete(render(messages + new, schemas), max_new_tokens)
-        except ContextOverflow as e: new.append({"role": "assistant", "content": f"⚠️ {e}. Start a new chat.", "error": "context_overflow"}); break
-        except Exception as e: new.append({"role": "assistant", "content": f"⚠️ The model backend failed: {type(e).__name__}: {e}", "error": "backend"}); break
+        streaming = {"on_text": _AnswerText(on_event, started, stats)} if on_event else {}
+        try: out = backend.complete(render(messages + new, schemas), max_new_tokens, **streaming)
+        except ContextOverflow as e: add({"role": "assistant", "content": f"⚠️ {e}. Start a new chat.", "error": "context_overflow"}); break
+        except Exception as e: add({"role": "assistant", "content": f"⚠️ The model backend failed: {type(e).__name__}: {e}", "error": "backend"}); break
         stats["tokens"] += out.tokens; stats["seconds"] += out.seconds
         reply = parse_reply(out.text, schemas)
-        if reply.kind == "answer": new.append({"role": "assistant", "content": reply.text}); break
+        if reply.kind == "answer": add({"role": "assistant", "content": reply.text}); break
         if reply.kind == "error":
-            new.append({"role": "assistant", "content": f"⚠️ The model's reply was malformed: {reply.error}", "error": "format", "raw": out.text}); break
-        new.append({"role": "assistant", "content": "", "tool_calls": reply.calls})
-        new.extend(run_tool(c, tools) for c in reply.calls)
+            add({"role": "assistant", "content": f"⚠️ The model's reply was malformed: {reply.error}", "error": "format", "raw": out.text}); break
+        add({"role": "assistant", "content": "", "tool_calls": reply.calls})
+        add(*(run_tool(c, tools) for c in reply.calls))
     else:
-        new.append({"role": "assistant", "content": f"⚠️ No answer after {max_steps} tool rounds.", "error": "max_steps"})
+        add({"role": "assistant", "content": f"⚠️ No answer after {max_steps} tool rounds.", "error": "max_steps"})
     stats["tokens_per_s"] = round(stats["tokens"] / stats["seconds"], 1) if stats["seconds"] else 0.0
     return new, stats
 

@@ -137,3 +137,16 @@ def test_health_ready_metrics_and_hot_reload(app, trained_project):
                  'agent_loop_http_requests_total{route="/health",status="200"} 1.0'):
         assert line in metrics, line
     print(f"\nhot reload: refused a bad promotion ({refused['reload_error'][:90]}…), served {folder.name}, rolled back to {first['version']}")
+
+
+def test_chat_stream_sends_the_turn_as_it_happens(app, trained_project):
+    "/chat_stream yields the tool call, its result and the answer's text before the whole turn, which is what /chat returns, logged once."
+    from gradio_client import Client
+    job = Client(app.url, verbose=False).submit("What is 58 plus 23?", "", api_name="/chat_stream")
+    events = list(job)
+    final = events[-1]
+    assert [e["type"] for e in events[:2]] == ["message", "message"] and events[0]["message"]["tool_calls"][0]["name"] == "calculator", events
+    assert events[1]["message"]["content"] == "81" and final["type"] == "turn"
+    assert "".join(e["text"] for e in events if e["type"] == "text") == final["answer"] and "81" in final["answer"]
+    assert final["stats"]["first_token_seconds"] < final["stats"]["seconds"]
+    assert sum(r.get("id") == final["turn_id"] for r in log_records(trained_project)) == 1
