@@ -147,6 +147,6 @@ def test_chat_stream_sends_the_turn_as_it_happens(app, trained_project):
     final = events[-1]
     assert [e["type"] for e in events[:2]] == ["message", "message"] and events[0]["message"]["tool_calls"][0]["name"] == "calculator", events
     assert events[1]["message"]["content"] == "81" and final["type"] == "turn"
-    assert "".join(e["text"] for e in events if e["type"] == "text") == final["answer"] and "81" in final["answer"]
+    assert "".join(e["text"] for e in events if e["type"] == "text").strip() == final["answer"].strip() and "81" in final["answer"]
     assert final["stats"]["first_token_seconds"] < final["stats"]["seconds"]
     assert sum(r.get("id") == final["turn_id"] for r in log_records(trained_project)) == 1
