@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_app.ipynb #c003
 from __future__ import annotations
-import hashlib, hmac, json, os, queue, secrets, threading, time, uuid
+import hashlib, hmac, json, logging, os, queue, secrets, threading, time, uuid
 from pathlib import Path
 from typing import Iterator
 import gradio as gr
@@ -14,13 +14,13 @@ from .interactions import InteractionLog, LogWriteError
 from .registry import ModelFileError, read_current
 from .serving import LlamaCppBackend, OllamaBackend, run_agent
 from .format import signature
-from .ops import Metrics, ModelReloader
+from .ops import Metrics, ModelReloader, configure_logging, request_id
 from .pii import scrub
 from .tools import DEFAULT_TOOLS, Toolset, ToolsetError, load_recorded_toolset
 
 # %% auto #0
-__all__ = ['MAX_UPLOAD_BYTES', 'load_backend', 'served_toolset', 'Agent', 'stream_turn', 'Seals', 'check_conversation', 'to_chat',
-           'build_app', 'create_app', 'model_reloader', 'server', 'launch']
+__all__ = ['log', 'MAX_UPLOAD_BYTES', 'load_backend', 'served_toolset', 'Agent', 'stream_turn', 'Seals', 'check_conversation',
+           'to_chat', 'build_app', 'create_app', 'model_reloader', 'server', 'launch']
 
 # %% ../nbs/12_app.ipynb #c005
 def load_backend(settings):
@@ -46,6 +46,8 @@ def served_toolset(settings) -> Toolset:
     return load_recorded_toolset(manifest.get("toolset"), settings.root)
 
 # %% ../nbs/12_app.ipynb #c007
+log = logging.getLogger("agent_loop.app")
+
 class Agent:
     "The app's domain side: a backend, the tools, the log and the limits; no Gradio in here."
     def __init__(self, backend, model_info: dict, log: InteractionLog, max_message_chars: int = 4000, max_steps: int = 4, max_new_tokens: int = 192,
@@ -65,9 +67,10 @@ class Agent:
         "Serve `backend` from the next turn on; turns in progress finish on the model they started with (the old one is freed when the last of them ends)."
         self.serving = (backend, model_info)
 
-    def turn(self, message: str, conversation: list[dict] | None = None, session_id: str = "", on_event=None) -> dict:
+    def turn(self, message: str, conversation: list[dict] | None = None, session_id: str = "", on_event=None, request_id: str = "") -> dict:
         """Answer `message` after `conversation` (checked: the server's own or `check_conversation`'s); returns the turn id, the new messages, the whole conversation and stats.
-        `on_event` receives the new messages and the answer's text as they come (`run_agent`'s events). Raises `LogWriteError` when the turn could not be logged."""
+        `on_event` receives the new messages and the answer's text as they come (`run_agent`'s events); `request_id` goes into the turn's record and the app's log line.
+        Raises `LogWriteError` when the turn could not be logged."""
         conversation = list(conversation or [])
         message = _text(message)
         backend, model_info = self.serving
@@ -83,10 +86,14 @@ class Agent:
             # always streamed: the time to the first token is measured even when nobody watches
             new, stats = run_agent(conversation + [user], backend, self.tools, self.max_steps, self.max_new_tokens, on_event=on_event or (lambda event: None))
         full = conversation + [user] + new
-        turn_id = self.log.log_turn(self.redact(full), model_info, session_id, stats, turn_start=len(conversation))
-        self.metrics.observe_turn(new, stats, time.perf_counter() - started)
+        turn_id = self.log.log_turn(self.redact(full), model_info, session_id, stats, turn_start=len(conversation), request_id=request_id)
+        seconds = time.perf_counter() - started
+        self.metrics.observe_turn(new, stats, seconds)
+        log.info("turn", extra={"fields": {"request_id": request_id, "turn_id": turn_id, "session_id": session_id, "model_version": model_info.get("version"),
+                                           "outcome": new[-1].get("error") or "answer", "seconds": round(seconds, 3), "first_token_seconds": stats.get("first_token_seconds"),
+                                           "tokens": stats.get("tokens"), "tool_calls": sum(m["role"] == "tool" for m in new)}})
         answer = new[-1]["content"] if new else ""
-        return {"turn_id": turn_id, "answer": answer, "new_messages": [user] + new, "conversation": full, "stats": stats, "model": model_info}
+        return {"turn_id": turn_id, "request_id": request_id, "answer": answer, "new_messages": [user] + new, "conversation": full, "stats": stats, "model": model_info}
 
     def rate(self, turn_id: str, rating: str, comment: str = "") -> str:
         "Log a rating (`up`, `down`, or `none`: withdrawn) of turn `turn_id`; returns the feedback's id; a ValueError says what is wrong."
@@ -105,11 +112,11 @@ class Agent:
         self.metrics.corrections.inc()
         return correction_id
 
-def stream_turn(agent: Agent, message: str, conversation: list[dict], session_id: str):
+def stream_turn(agent: Agent, message: str, conversation: list[dict], session_id: str, request_id: str = ""):
     "`agent.turn` in a worker thread: yields its events as they come, then `{\"type\": \"turn\", \"turn\": ...}`. A client that goes away does not stop the turn: it is finished and logged."
     events, outcome = queue.Queue(), {}
     def work():
-        try: outcome["turn"] = agent.turn(message, conversation, session_id, on_event=events.put)
+        try: outcome["turn"] = agent.turn(message, conversation, session_id, on_event=events.put, request_id=request_id)
         except Exception as e: outcome["error"] = e
         finally: events.put(None)
     threading.Thread(target=work, name="turn", daemon=True).start()
@@ -214,7 +221,7 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
             sid = sid or uuid.uuid4().hex
             new, text, keep = [{"role": "user", "content": message}], "", [gr.skip()] * 6
             try:
-                for event in stream_turn(agent, message, conv, sid):
+                for event in stream_turn(agent, message, conv, sid, request_id()):
                     if event["type"] == "turn": res = event["turn"]
                     elif event["type"] == "text": text += event["text"]; yield gr.skip(), to_chat(conv + new, text), *keep
                     else: new.append(event["message"]); text = ""; yield gr.skip(), to_chat(conv + new), *keep
@@ -251,11 +258,12 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
         chatbot.like(on_like, [bubble_turns, target], [status, target, target_note], api_visibility="private")
         submit_fix.click(on_correct, [target, right_answer, right_calls, why], [status, right_answer, right_calls, why], api_visibility="private")
 
-        def checked(conversation_json: str, request) -> tuple[list[dict], str]:
-            "An API call's conversation, checked, and its session: one API client is one session, so that the training caps per session hold for programs too."
+        def checked(conversation_json: str, request) -> tuple[list[dict], str, str]:
+            "An API call's conversation, checked, its session (one API client is one session, so that the training caps per session hold for programs too) and request id."
             try: conv = check_conversation(conversation_json, 20 * agent.max_message_chars, agent.seals)
             except ValueError as e: raise gr.Error(f"conversation_json: {e}")
-            return conv, f"api-{getattr(request, 'session_hash', None) or 'anonymous'}"
+            headers = getattr(request, "headers", None) or {}
+            return conv, f"api-{getattr(request, 'session_hash', None) or 'anonymous'}", request_id(headers.get("x-request-id"))
 
         def sealed(res: dict, conv: list[dict]) -> dict:
             said = agent.seals.seal(res["conversation"])  # sent back as it is, it goes on with the conversation
@@ -263,15 +271,15 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
 
         def chat(message: str, conversation_json: str = "", request: gr.Request = None) -> dict:
             "Send `message` (after the conversation in `conversation_json`, a JSON list of messages); returns the turn."
-            conv, sid = checked(conversation_json, request)
-            try: return sealed(agent.turn(message, conv, sid), conv)
+            conv, sid, rid = checked(conversation_json, request)
+            try: return sealed(agent.turn(message, conv, sid, request_id=rid), conv)
             except LogWriteError as e: raise gr.Error(str(e))
 
         def chat_stream(message: str, conversation_json: str = "", request: gr.Request = None) -> Iterator[dict]:
             "/chat, streamed: yields each new message ({type: message}) and each piece of the answer ({type: text}) as they come, then the whole turn ({type: turn}, as /chat returns it)."
-            conv, sid = checked(conversation_json, request)
+            conv, sid, rid = checked(conversation_json, request)
             try:
-                for event in stream_turn(agent, message, conv, sid): yield {"type": "turn"} | sealed(event["turn"], conv) if event["type"] == "turn" else event
+                for event in stream_turn(agent, message, conv, sid, rid): yield {"type": "turn"} | sealed(event["turn"], conv) if event["type"] == "turn" else event
             except LogWriteError as e: raise gr.Error(str(e))
 
         def feedback(turn_id: str, rating: str, comment: str = "") -> dict:
@@ -350,6 +358,7 @@ def launch(settings=None, **kwargs):
     "Serve the app where settings.ini says, with health, readiness and metrics, switching to each newly promoted model."
     import uvicorn
     settings = settings or load_settings()
+    configure_logging()
     demo, agent = create_app(settings)
     reloader = model_reloader(agent, settings)
     if settings.serving.reload_seconds: reloader.start()

@@ -48,9 +48,9 @@ class InteractionLog:
         finally: os.close(fd)
         return record
 
-    def log_turn(self, messages: list[dict], model: dict, session_id: str = "", stats: dict | None = None, turn_start: int = 0) -> str:
-        "Log a finished turn (the whole conversation; this turn starts at `messages[turn_start]`); returns its id."
-        rec = {"type": "turn", "id": uuid.uuid4().hex, "ts": _now(), "session_id": session_id, "model": model,
+    def log_turn(self, messages: list[dict], model: dict, session_id: str = "", stats: dict | None = None, turn_start: int = 0, request_id: str = "") -> str:
+        "Log a finished turn (the whole conversation; this turn starts at `messages[turn_start]`; `request_id` names the request in the app's own log); returns its id."
+        rec = {"type": "turn", "id": uuid.uuid4().hex, "ts": _now(), "session_id": session_id, "request_id": request_id, "model": model,
                "turn_start": turn_start, "messages": messages, "stats": stats or {}}
         self.append(rec)
         with self._index_lock: self._turn_ids.add(rec["id"])

@@ -4,15 +4,34 @@
 
 # %% ../nbs/17_ops.ipynb #c003
 from __future__ import annotations
-import logging, threading
+import json, logging, re, threading, uuid
 from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from .registry import read_current
 
 log = logging.getLogger("agent_loop.ops")
 
+def request_id(given: str | None = None) -> str:
+    "A request id: the client's own (an `X-Request-ID` header) when it is a short plain token, else a new one."
+    return given if isinstance(given, str) and re.fullmatch(r"[\w.:-]{1,64}", given) else uuid.uuid4().hex
+
+class JsonLogFormatter(logging.Formatter):
+    "One JSON object per log line: time, level, logger, message, and the record's `fields` (pass `extra={\"fields\": {...}}`)."
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}", "level": record.levelname.lower(),
+                "logger": record.name, "message": record.getMessage()} | getattr(record, "fields", {})
+        if record.exc_info: line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+def configure_logging(level: int = logging.INFO) -> logging.Logger:
+    "Send the `agent_loop` loggers' records to stderr as JSON lines."
+    logger = logging.getLogger("agent_loop")
+    handler = logging.StreamHandler(); handler.setFormatter(JsonLogFormatter())
+    logger.handlers[:] = [handler]; logger.setLevel(level); logger.propagate = False
+    return logger
+
 # %% auto #0
-__all__ = ['log', 'Metrics', 'ModelReloader']
+__all__ = ['log', 'request_id', 'JsonLogFormatter', 'configure_logging', 'Metrics', 'ModelReloader']
 
 # %% ../nbs/17_ops.ipynb #c005
 class Metrics:
