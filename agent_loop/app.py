@@ -12,7 +12,7 @@ from .config import load_settings
 from .format import check_messages
 from .interactions import InteractionLog, LogWriteError
 from .registry import ModelFileError, read_current
-from .serving import LlamaCppBackend, OllamaBackend, run_agent
+from .serving import LlamaCppPool, OllamaBackend, run_agent
 from .format import signature
 from .ops import Metrics, ModelReloader, configure_logging, request_id
 from .pii import scrub
@@ -31,7 +31,8 @@ def load_backend(settings):
     info = {"version": current["version"], "sha256": current["sha256"]}
     if settings.serving.backend == "ollama":
         return OllamaBackend(settings.serving.ollama_model or f"agent-loop:{current['version']}", settings.serving.ollama_host), info | {"backend": "ollama"}
-    backend = LlamaCppBackend(settings.root / current["gguf"], current["sha256"], settings.serving.threads, settings.serving.context_length)
+    s = settings.serving
+    backend = LlamaCppPool(settings.root / current["gguf"], current["sha256"], s.contexts, s.threads, s.context_length, s.busy_seconds)
     return backend, info | {"backend": "llama_cpp"}
 
 def served_toolset(settings) -> Toolset:
@@ -337,7 +338,7 @@ class _CountRequests:
         try: await self.app(scope, receive, send_counted)
         finally: self.metrics.requests.labels(_route(scope["path"]), str(status["code"])).inc()
 
-def server(demo: gr.Blocks, agent: Agent, auth: tuple | None = None, reloader: ModelReloader | None = None):
+def server(demo: gr.Blocks, agent: Agent, auth: tuple | None = None, reloader: ModelReloader | None = None, concurrency: int = 4, queue_size: int = 16):
     "A FastAPI app serving `/health` (liveness), `/ready` (the model served, and why a newly promoted one was refused), `/metrics` (Prometheus) and the Gradio app at `/`."
     from fastapi import FastAPI, Response
     from prometheus_client import CONTENT_TYPE_LATEST
@@ -352,7 +353,8 @@ def server(demo: gr.Blocks, agent: Agent, auth: tuple | None = None, reloader: M
     @app.get("/metrics")
     def metrics(): return Response(agent.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
     # the app takes no files: Gradio's upload route would otherwise accept any size
-    return gr.mount_gradio_app(app, demo.queue(default_concurrency_limit=4), path="/", auth=auth, max_file_size=MAX_UPLOAD_BYTES)
+    # turns beyond `concurrency` wait in Gradio's queue, and beyond `queue_size` are refused at once rather than piling up
+    return gr.mount_gradio_app(app, demo.queue(default_concurrency_limit=concurrency, max_size=queue_size), path="/", auth=auth, max_file_size=MAX_UPLOAD_BYTES)
 
 def launch(settings=None, **kwargs):
     "Serve the app where settings.ini says, with health, readiness and metrics, switching to each newly promoted model."
@@ -364,4 +366,5 @@ def launch(settings=None, **kwargs):
     if settings.serving.reload_seconds: reloader.start()
     auth = tuple(settings.app.auth.split(":", 1)) if settings.app.auth else None
     print(f"agent-loop: model {agent.model_info['version']} on http://{settings.app.host}:{settings.app.port} (also /health, /ready, /metrics)", flush=True)
-    uvicorn.run(server(demo, agent, auth, reloader), host=settings.app.host, port=settings.app.port, log_level="warning", **kwargs)
+    concurrency = max(4, settings.serving.contexts)
+    uvicorn.run(server(demo, agent, auth, reloader, concurrency, settings.serving.queue_size), host=settings.app.host, port=settings.app.port, log_level="warning", **kwargs)

@@ -209,6 +209,9 @@ class ServingSettings:
     threads: int = _opt(0, _non_negative)
     context_length: int = _opt(2048, _positive)
     reload_seconds: float = _opt(2.0, _non_negative, "how often the app looks for a newly promoted model; 0: never (restart to serve one)")
+    contexts: int = _opt(1, _positive, "llama.cpp contexts answering at once (each holds the weights in memory; the cores are shared between them)")
+    busy_seconds: float = _opt(30.0, _positive, "how long a request waits for a free context before it is answered 'busy, try again'")
+    queue_size: int = _opt(16, _positive, "requests the app holds at once; beyond that Gradio refuses new ones at once")
 
 @dataclass
 class WandbSettings:

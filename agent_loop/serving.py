@@ -12,7 +12,7 @@ from .registry import ModelFileError, check_gguf
 from .tools import DEFAULT_TOOLS, Tool, run_tool, tool_schemas
 
 # %% auto #0
-__all__ = ['Completion', 'ContextOverflow', 'LlamaCppBackend', 'OllamaBackend', 'run_agent', 'selfcheck']
+__all__ = ['Completion', 'ContextOverflow', 'LlamaCppBackend', 'OllamaBackend', 'Busy', 'LlamaCppPool', 'run_agent', 'selfcheck']
 
 # %% ../nbs/09_serving.ipynb #c005
 @dataclass
@@ -79,6 +79,31 @@ class OllamaBackend:
             tokens = part.get("eval_count") or tokens
         return Completion("".join(pieces), tokens, time.time() - t0)
 
+# %% ../nbs/09_serving.ipynb #c006b
+class Busy(RuntimeError):
+    "Every model context stayed busy for as long as a request may wait."
+
+class LlamaCppPool:
+    "`size` llama.cpp contexts on one GGUF, lent out one per completion; `Busy` when none frees up within `wait_seconds`."
+    def __init__(self, gguf: Path, sha256: str, size: int = 2, threads: int = 0, context_length: int = 2048, wait_seconds: float = 30.0):
+        import queue
+        per_context = threads or max(1, (os.cpu_count() or 1) // size)
+        first = LlamaCppBackend(gguf, sha256, per_context, context_length)  # checks the file and its sha256
+        self.contexts = [first] + [LlamaCppBackend(first.path, sha256, per_context, context_length) for _ in range(size - 1)]
+        self.free, self.wait_seconds, self.context_length = queue.Queue(), wait_seconds, context_length
+        for c in self.contexts: self.free.put(c)
+
+    def complete(self, prompt: str, max_tokens: int = 128, on_text=None) -> Completion:
+        import queue
+        try: context = self.free.get(timeout=self.wait_seconds)
+        except queue.Empty: raise Busy(f"all {len(self.contexts)} model contexts stayed busy for {self.wait_seconds:g} s") from None
+        try: return context.complete(prompt, max_tokens, on_text)
+        finally: self.free.put(context)
+
+    def close(self):
+        for c in self.contexts: c.close()
+
+
 # %% ../nbs/09_serving.ipynb #c008
 class _AnswerText:
     "Passes on a reply's text as it is generated, once it cannot be a tool call any more; notes when the first piece came."
@@ -105,6 +130,7 @@ def run_agent(messages: list[dict], backend, tools: list[Tool] = DEFAULT_TOOLS, 
         streaming = {"on_text": _AnswerText(on_event, started, stats)} if on_event else {}
         try: out = backend.complete(render(messages + new, schemas), max_new_tokens, **streaming)
         except ContextOverflow as e: add({"role": "assistant", "content": f"⚠️ {e}. Start a new chat.", "error": "context_overflow"}); break
+        except Busy: add({"role": "assistant", "content": "⚠️ The server is busy; please try again in a moment.", "error": "busy"}); break
         except Exception as e: add({"role": "assistant", "content": f"⚠️ The model backend failed: {type(e).__name__}: {e}", "error": "backend"}); break
         stats["tokens"] += out.tokens; stats["seconds"] += out.seconds
         reply = parse_reply(out.text, schemas)
