@@ -98,7 +98,7 @@ class Agent:
 
     def rate(self, turn_id: str, rating: str, comment: str = "") -> str:
         "Log a rating (`up`, `down`, or `none`: withdrawn) of turn `turn_id`; returns the feedback's id; a ValueError says what is wrong."
-        feedback_id = self.log.log_feedback(turn_id, rating, self.redact(_text(comment or "")))
+        feedback_id = self.log.log_feedback(turn_id, rating, self.redact(comment))  # the log checks that it is text
         self.metrics.feedback.labels(rating).inc()
         return feedback_id
 
