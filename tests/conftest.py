@@ -1,5 +1,5 @@
 """Shared fixtures: a scratch copy of the project, and a small agent model that really learned the tool-call format."""
-import json, os, shutil, socket, subprocess, sys, time
+import json, os, shutil, socket, subprocess, sys, threading, time
 from pathlib import Path
 import pytest
 
@@ -44,12 +44,20 @@ class AppProcess:
         self.url = f"http://127.0.0.1:{self.port}/"
         e = os.environ | {"AGENT_LOOP_ROOT": str(root), "AGENT_LOOP_APP_PORT": str(self.port), "GRADIO_ANALYTICS_ENABLED": "False"} | (env or {})
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=root, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # read as it comes: the app logs a JSON line per turn, and a full pipe would block it
+        self.lines = []
+        self.reader = threading.Thread(target=lambda: [self.lines.append(line) for line in self.proc.stdout], daemon=True); self.reader.start()
+
+    def output(self) -> str:
+        "What the app printed so far (all of it once it has exited)."
+        if self.proc.poll() is not None: self.reader.join(10)
+        return "".join(self.lines)
 
     def wait(self, timeout=120):
         import urllib.request
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if self.proc.poll() is not None: raise AssertionError(f"app exited ({self.proc.returncode}):\n{self.proc.stdout.read()}")
+            if self.proc.poll() is not None: raise AssertionError(f"app exited ({self.proc.returncode}):\n{self.output()}")
             try:
                 urllib.request.urlopen(self.url, timeout=2); return self
             except Exception: time.sleep(0.5)

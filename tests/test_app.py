@@ -77,7 +77,7 @@ def test_missing_model_exits_with_a_clear_message(tmp_path):
     project = make_project(tmp_path / "p")
     a = AppProcess(project)
     assert a.proc.wait(120) != 0
-    assert "no promoted model" in a.proc.stdout.read()
+    assert "no promoted model" in a.output()
 
 
 @pytest.mark.parametrize("damage, message", [(b"GGUF" + b"\0" * 100, "was changed or is corrupt"), (b"<html>502</html>", "not a GGUF file")])
@@ -91,7 +91,7 @@ def test_corrupt_gguf_exits_with_a_clear_message_and_keeps_logs(trained_project,
     logs_before = sorted(p.read_bytes() for p in (project / "data/interactions").glob("*.jsonl"))
     a = AppProcess(project)
     assert a.proc.wait(120) != 0
-    assert message in a.proc.stdout.read()
+    assert message in a.output()
     assert sorted(p.read_bytes() for p in (project / "data/interactions").glob("*.jsonl")) == logs_before
 
 
@@ -99,7 +99,7 @@ def test_bad_setting_exits_with_a_clear_message(tmp_path):
     project = make_project(tmp_path / "p")
     a = AppProcess(project, env={"AGENT_LOOP_SERVING_BACKEND": "vllm"})
     assert a.proc.wait(120) != 0
-    assert "serving.backend: must be one of llama_cpp, ollama" in a.proc.stdout.read()
+    assert "serving.backend: must be one of llama_cpp, ollama" in a.output()
 
 
 def test_health_ready_metrics_and_hot_reload(app, trained_project):

@@ -207,7 +207,7 @@ def test_malformed_current_json_is_refused_in_one_line(trained_project, tmp_path
     a = AppProcess(project, env={"AGENT_LOOP_PATHS_CURRENT": "models/bad.json"})
     (project / "models/bad.json").write_text(json.dumps(good | {"gguf": "../../etc/passwd"}))
     assert a.proc.wait(120) != 0
-    out = a.proc.stdout.read()
+    out = a.output()
     figure(f"{len(cases)} malformed current.json refused with one-line messages; app.py printed: {out.strip()[-160:]!r}")
     assert all("\n" not in m and len(m) < 400 for m in messages) and "points outside the project" in out and "Traceback" not in out
 
