@@ -19,8 +19,8 @@ from .pii import scrub
 from .tools import DEFAULT_TOOLS, Toolset, ToolsetError, load_recorded_toolset
 
 # %% auto #0
-__all__ = ['log', 'MAX_UPLOAD_BYTES', 'load_backend', 'served_toolset', 'Agent', 'stream_turn', 'Seals', 'check_conversation',
-           'to_chat', 'build_app', 'create_app', 'model_reloader', 'server', 'launch']
+__all__ = ['MAX_UPLOAD_BYTES', 'load_backend', 'served_toolset', 'Agent', 'stream_turn', 'Seals', 'check_conversation', 'to_chat',
+           'build_app', 'create_app', 'model_reloader', 'server', 'launch']
 
 # %% ../nbs/12_app.ipynb #c005
 def load_backend(settings):
@@ -47,7 +47,7 @@ def served_toolset(settings) -> Toolset:
     return load_recorded_toolset(manifest.get("toolset"), settings.root)
 
 # %% ../nbs/12_app.ipynb #c007
-log = logging.getLogger("agent_loop.app")
+_log = logging.getLogger("agent_loop.app")  # the app's own JSON log lines; `Agent.log` is the interaction log
 
 class Agent:
     "The app's domain side: a backend, the tools, the log and the limits; no Gradio in here."
@@ -90,7 +90,7 @@ class Agent:
         turn_id = self.log.log_turn(self.redact(full), model_info, session_id, stats, turn_start=len(conversation), request_id=request_id)
         seconds = time.perf_counter() - started
         self.metrics.observe_turn(new, stats, seconds)
-        log.info("turn", extra={"fields": {"request_id": request_id, "turn_id": turn_id, "session_id": session_id, "model_version": model_info.get("version"),
+        _log.info("turn", extra={"fields": {"request_id": request_id, "turn_id": turn_id, "session_id": session_id, "model_version": model_info.get("version"),
                                            "outcome": new[-1].get("error") or "answer", "seconds": round(seconds, 3), "first_token_seconds": stats.get("first_token_seconds"),
                                            "tokens": stats.get("tokens"), "tool_calls": sum(m["role"] == "tool" for m in new)}})
         answer = new[-1]["content"] if new else ""
