@@ -1,4 +1,4 @@
-"""Decode speed of the app's path (agent_loop.serving.LlamaCppBackend) against raw llama-cpp-python on the same GGUF.
+"""Decode speed of the app's path (agent_loop.serving.LlamaCppBackend, streamed as the app streams) against raw llama-cpp-python on the same GGUF.
 
     .venv/bin/python tests/benchmarks/bench_decode.py [path/to/model.gguf]   (default: the promoted model)
 
@@ -21,7 +21,7 @@ def main(gguf: Path, rounds: int = 5, tokens: int = 64):
     ids = raw.tokenize(prompt.encode(), add_bos=True, special=True)
     speeds = {"agent_loop": [], "raw llama-cpp-python": []}
     for _ in range(rounds):
-        out = ours.complete(prompt, tokens); speeds["agent_loop"].append(out.tokens / out.seconds)
+        out = ours.complete(prompt, tokens, on_text=lambda piece: None); speeds["agent_loop"].append(out.tokens / out.seconds)  # streamed, as the app decodes
         t0 = time.time(); r = raw.create_completion(ids, max_tokens=tokens, temperature=0.0)
         speeds["raw llama-cpp-python"].append(r["usage"]["completion_tokens"] / (time.time() - t0))
     med = {k: sorted(v)[len(v) // 2] for k, v in speeds.items()}
