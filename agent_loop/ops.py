@@ -98,13 +98,13 @@ class ModelReloader:
             if record["sha256"] == self.agent.model_info.get("sha256"): self.error = None; return "serving"
             backend, info = self.load()
         except Exception as e:  # whatever a bad file does to the loader, the served model stays
+            if self.metrics: self.metrics.reloads.labels("refused").inc()
             self.error = f"{type(e).__name__}: {e}"
             log.error("model reload refused, still serving %s: %s", self.agent.model_info.get("version"), self.error)
-            if self.metrics: self.metrics.reloads.labels("refused").inc()
             return f"refused: {self.error}"
+        if self.metrics: self.metrics.reloads.labels("loaded").inc(); self.metrics.serving(info)  # before the swap: whoever sees the new model sees its metrics
         self.agent.swap(backend, info); self.error = None
         log.info("now serving model %s (sha256 %s)", info.get("version"), str(info.get("sha256"))[:12])
-        if self.metrics: self.metrics.reloads.labels("loaded").inc(); self.metrics.serving(info)
         return f"loaded {info.get('version')}"
 
     def _run(self):
