@@ -90,7 +90,7 @@ class LlamaCppPool:
         per_context = threads or max(1, (os.cpu_count() or 1) // size)
         first = LlamaCppBackend(gguf, sha256, per_context, context_length)  # checks the file and its sha256
         self.contexts = [first] + [LlamaCppBackend(first.path, sha256, per_context, context_length) for _ in range(size - 1)]
-        self.free, self.wait_seconds, self.context_length = queue.Queue(), wait_seconds, context_length
+        self.free, self.wait_seconds = queue.Queue(), wait_seconds
         for c in self.contexts: self.free.put(c)
 
     def complete(self, prompt: str, max_tokens: int = 128, on_text=None) -> Completion:
