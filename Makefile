@@ -1,6 +1,6 @@
 # make setup   create .venv with everything (quick when nothing changed)
 # make demo    setup, `dvc repro` on the embedded Gemma 3 270M, then launch the app
-# make test    setup (and Debian's chromium where it can), then the whole test suite
+# make test    setup (and Debian's chromium and golang-go where it can), then the whole test suite
 # make large   the larger preset in presets/large.yaml as a DVC experiment (about 60 minutes of training)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -16,7 +16,7 @@ PYTAG := $(shell $(PYTHON) -c 'import sys; print(f"cp{sys.version_info[0]}{sys.v
 LLAMA_WHEELS := $(HOME)/.cache/agent-loop/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-nonative-$(PYTAG)
 STAMP := $(VENV)/.setup-complete
 
-.PHONY: setup browser demo pipeline large app test lab clean-venv
+.PHONY: setup browser golang demo pipeline large app test lab clean-venv
 
 setup: $(STAMP)
 
@@ -56,7 +56,16 @@ browser:
 	    || echo "chromium could not be installed: the browser test will be skipped"; \
 	else echo "chromium is not installed and apt-get needs root: the browser test will be skipped (sudo apt-get install chromium)"; fi
 
-test: setup browser
+# Debian's Go for the Ollama template test (Go's text/template renders the Modelfile), installed the same way.
+golang:
+	@if command -v go >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing Debian's golang-go for the Ollama template test"; \
+	  apt-get install -y -q golang-go >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q golang-go >/dev/null 2>&1; } \
+	    || echo "golang-go could not be installed: the Ollama template test will be skipped"; \
+	else echo "go is not installed and apt-get needs root: the Ollama template test will be skipped (sudo apt-get install golang-go)"; fi
+
+test: setup browser golang
 	$(BIN)/pytest
 
 lab: setup

@@ -6,27 +6,11 @@
 from __future__ import annotations
 import dataclasses, datetime, json, os, shutil, subprocess, tempfile
 from pathlib import Path
-from .format import CALL_CLOSE, CALL_OPEN, END, PREAMBLE, RESULT_CLOSE, RESULT_OPEN, START
+from .ollama import modelfile
 from .registry import check_gguf, new_version, promote, read_current, write_json_atomic
 
 # %% auto #0
-__all__ = ['modelfile', 'code_commit', 'model_card', 'export_model']
-
-# %% ../nbs/11_export.ipynb #c005
-def modelfile(gguf_name: str) -> str:
-    "An Ollama Modelfile for the GGUF file `gguf_name` next to it."
-    q = lambda s: s.replace('"', '\\"')
-    template = (
-        '{{- range $i, $m := .Messages }}'
-        '{{- if eq $m.Role "user" }}' + START + 'user\n'
-        '{{ if and (eq $i 0) $.Tools }}' + PREAMBLE + '{{ range $.Tools }}\n- {{ .Function.Name }}: {{ .Function.Description }}{{ end }}\n\n{{ end }}'
-        '{{ $m.Content }}' + END + '\n'
-        '{{- else if eq $m.Role "assistant" }}' + START + 'model\n'
-        '{{ if $m.ToolCalls }}{{ range $m.ToolCalls }}' + CALL_OPEN + '{"name": "{{ .Function.Name }}", "arguments": {{ .Function.Arguments }}}' + CALL_CLOSE + '\n{{ end }}'
-        '{{ else }}{{ $m.Content }}{{ end }}' + END + '\n'
-        '{{- else if eq $m.Role "tool" }}' + START + 'user\n' + RESULT_OPEN + '{"content": {{ printf "%q" $m.Content }}}' + RESULT_CLOSE + END + '\n'
-        '{{- end }}{{- end }}' + START + 'model\n')
-    return f'FROM ./{gguf_name}\nTEMPLATE """{template}"""\nPARAMETER stop "{q(END)}"\nPARAMETER temperature 0\n'
+__all__ = ['code_commit', 'model_card', 'export_model']
 
 # %% ../nbs/11_export.ipynb #c007
 def code_commit(root: Path) -> str:

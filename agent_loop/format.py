@@ -5,13 +5,16 @@
 # %% ../nbs/01_format.ipynb #c003
 from __future__ import annotations
 import json
+import math
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 # %% auto #0
 __all__ = ['ROLES', 'MAX_DEPTH', 'START', 'END', 'CALL_OPEN', 'CALL_CLOSE', 'RESULT_OPEN', 'RESULT_CLOSE', 'PREAMBLE',
-           'LOOKALIKE_LT', 'json_depth', 'check_messages', 'escape', 'signature', 'describe_tools', 'format_call',
-           'format_result', 'reply_text', 'render_segments', 'render', 'Reply', 'call_problem', 'parse_reply']
+           'LOOKALIKE_LT', 'json_depth', 'check_messages', 'escape', 'canonical_json', 'one_line', 'argument_note',
+           'signature', 'describe_tools', 'format_call', 'result_text', 'format_result', 'reply_text',
+           'render_segments', 'render', 'Reply', 'call_problem', 'parse_reply']
 
 # %% ../nbs/01_format.ipynb #c004b
 ROLES = ("system", "user", "assistant", "tool")
@@ -53,8 +56,9 @@ def check_messages(messages, roles: tuple = ROLES) -> list[dict]:
 START, END = "<start_of_turn>", "<end_of_turn>"
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 RESULT_OPEN, RESULT_CLOSE = "<tool_result>", "</tool_result>"
-PREAMBLE = (f'Call tools with {CALL_OPEN}{{"name": ..., "arguments": {{...}}}}{CALL_CLOSE}, one line per call; '
+PREAMBLE = (f'Call tools with {CALL_OPEN}{{"name":...,"arguments":{{...}}}}{CALL_CLOSE}, one line per call; '
             "then answer briefly from the results. If no tool fits, answer directly.\nTools:")
+
 
 # %% ../nbs/01_format.ipynb #c005b
 # <start_of_turn>, <eos>, <unused7>, </tool_call>: every Gemma control token and every tag of this format has this shape
@@ -65,44 +69,70 @@ def escape(text: str) -> str:
     "`text` with every tag-shaped run (`<name>`, `</name>`) defused, so that it can be neither a control token nor this format's markup."
     return _TAG_SHAPED.sub(LOOKALIKE_LT + r"\1", text)
 
+# %% ../nbs/01_format.ipynb #c005e
+_GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_GO_ESCAPED = re.compile("[<>&\u2028\u2029]")
+
+def _go_float(x: float) -> str:
+    if not math.isfinite(x): raise ValueError(f"JSON has no {x}")
+    if x == 0 or 1e-6 <= abs(x) < 1e21: return format(Decimal(repr(x)).normalize(), "f")
+    return re.sub(r"e([+-])0(\d)$", r"e\1\2", repr(x))
+
+def canonical_json(value) -> str:
+    "`value` as JSON exactly as Go's `encoding/json` writes it (what Ollama's templates print): keys sorted, no spaces, `<`, `>` and `&` escaped."
+    if value is None or isinstance(value, bool): return json.dumps(value)
+    if isinstance(value, int): return str(value)
+    if isinstance(value, float): return _go_float(value)
+    if isinstance(value, str): return _GO_ESCAPED.sub(lambda m: _GO_ESCAPES[m[0]], json.dumps(value, ensure_ascii=False))
+    if isinstance(value, dict): return "{" + ",".join(canonical_json(str(k)) + ":" + canonical_json(value[k]) for k in sorted(value, key=str)) + "}"
+    if isinstance(value, (list, tuple)): return "[" + ",".join(map(canonical_json, value)) + "]"
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+
 # %% ../nbs/01_format.ipynb #c007
 def _kind(spec: dict) -> str:
     "A JSON schema as a short type: enums spelled out, `[item]` for arrays, `{field: type}` for objects."
-    if spec.get("enum") and len(spec["enum"]) <= 12: return "|".join(json.dumps(v, ensure_ascii=False) for v in spec["enum"])
-    kind = spec.get("type", "any")
-    if kind == "array": return f"[{_kind(spec.get('items') or {})}]"
-    if kind == "object" and spec.get("properties"):
+    if spec.get("enum") and len(spec["enum"]) <= 12: return "|".join(map(canonical_json, spec["enum"]))
+    kinds = spec.get("type", "any")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if kinds == ["array"]: return f"[{_kind(spec.get('items') or {})}]"
+    if kinds == ["object"] and spec.get("properties"):
         required = set(spec.get("required", []))
-        return "{" + ", ".join(f"{k}{'' if k in required else '?'}: {_kind(v)}" for k, v in spec["properties"].items()) + "}"
-    return "|".join(kind) if isinstance(kind, list) else str(kind)
+        return "{" + ", ".join(f"{k}{'' if k in required else '?'}: {_kind(v)}" for k, v in sorted(spec["properties"].items())) + "}"
+    return "|".join(map(str, kinds))
 
-def _one_line(text) -> str: return " ".join(str(text or "").split())
+def one_line(text) -> str: return " ".join(str(text or "").split())
+
+def argument_note(spec: dict) -> str:
+    "An argument's description as the model reads it: on one line, its default (if any) after it."
+    return one_line(f"{one_line(spec.get('description'))} (default {canonical_json(spec['default'])})" if "default" in spec else spec.get("description"))
 
 def signature(tool: dict) -> str:
     "`tool` (a dict with name, description and a JSON-schema `parameters`) as the model reads it: one line, then a line per described argument."
-    props = tool["parameters"].get("properties", {})
+    props = sorted(tool["parameters"].get("properties", {}).items())
     required = set(tool["parameters"].get("required", []))
-    args = [f"{name}{'' if name in required else '?'}: {_kind(spec)}" + (f" = {json.dumps(spec['default'], ensure_ascii=False)}" if "default" in spec else "")
-            for name, spec in props.items()]
-    lines = [f"- {tool['name']}({', '.join(args)}): {_one_line(tool.get('description'))}"]
-    lines += [f"    {name}: {_one_line(spec['description'])}" for name, spec in props.items() if _one_line(spec.get("description"))]
+    lines = [f"- {tool['name']}({', '.join(f'''{name}{'' if name in required else '?'}: {_kind(spec)}''' for name, spec in props)}): {one_line(tool.get('description'))}"]
+    lines += [f"    {name}: {argument_note(spec)}" for name, spec in props if argument_note(spec)]
     return escape("\n".join(lines))
 
 def describe_tools(tools: list[dict]) -> str:
     "The tool preamble that opens the first user turn."
     return "\n".join([PREAMBLE, *map(signature, tools)])
 
+
 # %% ../nbs/01_format.ipynb #c009
 def format_call(call: dict) -> str:
     "One tool call as the model writes it."
-    return CALL_OPEN + escape(json.dumps({"name": call["name"], "arguments": call["arguments"]}, ensure_ascii=False)) + CALL_CLOSE
+    return f'{CALL_OPEN}{{"name":{canonical_json(call["name"])},"arguments":{canonical_json(call["arguments"])}}}{CALL_CLOSE}'
+
+def result_text(message: dict) -> str:
+    "What a tool message tells the model: its content, or `error: …` when the tool failed."
+    return f"error: {message['error']}" if message.get("error") is not None else message.get("content", "")
 
 def format_result(message: dict) -> str:
     "One tool message as the model reads it."
-    body = {"name": message["name"]}
-    if message.get("error") is not None: body["error"] = message["error"]
-    else: body["content"] = message.get("content", "")
-    return RESULT_OPEN + escape(json.dumps(body, ensure_ascii=False)) + RESULT_CLOSE
+    return f'{RESULT_OPEN}{{"name":{canonical_json(message["name"])},"content":{canonical_json(result_text(message))}}}{RESULT_CLOSE}'
+
 
 # %% ../nbs/01_format.ipynb #c012
 def reply_text(m: dict) -> str:
@@ -110,11 +140,19 @@ def reply_text(m: dict) -> str:
     calls = m.get("tool_calls") or []
     return ("\n".join(map(format_call, calls)) if calls else escape(m.get("content", ""))) + END
 
+def _join_users(messages: list[dict]) -> list[dict]:
+    "Consecutive user messages as one, joined by a blank line: what Ollama does before its template sees them."
+    out = []
+    for m in messages:
+        if out and m["role"] == out[-1]["role"] == "user": out[-1] = {**out[-1], "content": out[-1]["content"] + "\n\n" + m["content"]}
+        else: out.append(m)
+    return out
+
 def render_segments(messages: list[dict], tools: list[dict], add_generation_prompt: bool = False) -> list[tuple[str, bool]]:
     "`messages` as (text, is_model_output) pieces in the Gemma turn format, tools described in the first user turn; all text but the format's own markup is `escape`d."
     system = escape("\n\n".join(m["content"] for m in messages if m["role"] == "system"))
     segs, first_user, i = [], True, 0
-    msgs = [m for m in messages if m["role"] != "system"]
+    msgs = [m for m in _join_users(messages) if m["role"] != "system"]
     while i < len(msgs):
         m = msgs[i]
         if m["role"] == "user":

@@ -4,10 +4,11 @@
 
 # %% ../nbs/09_serving.ipynb #c003
 from __future__ import annotations
-import os, threading, time
+import json, os, threading, time
 from dataclasses import dataclass
 from pathlib import Path
 from .format import CALL_OPEN, END, parse_reply, render
+from .ollama import messages_for_ollama, reply_from_ollama, tools_for_ollama
 from .registry import ModelFileError, check_gguf
 from .tools import DEFAULT_TOOLS, Tool, run_tool, tool_schemas
 
@@ -60,12 +61,39 @@ class LlamaCppBackend:
         with self.lock: self.llm.close()
 
 class OllamaBackend:
-    "A model on an Ollama server, prompted raw in the project's own format."
+    "A model on an Ollama server: asked through `/api/chat` with the tools when Ollama reports it tool-capable (created from our Modelfile), else prompted raw in the project's own format."
     def __init__(self, model: str, host: str = "http://127.0.0.1:11434"):
         import ollama
-        self.model, self.client = model, ollama.Client(host=host)
+        self.model, self.host, self.client = model, host.rstrip("/"), ollama.Client(host=host)
+        self._tool_capable = None
 
     def close(self): pass
+
+    @property
+    def tool_capable(self) -> bool:
+        if self._tool_capable is None: self._tool_capable = "tools" in (self.client.show(self.model).capabilities or [])
+        return self._tool_capable
+
+    def chat(self, messages: list[dict], tools: list[dict], max_tokens: int = 128, on_text=None) -> Completion:
+        "The model's next reply to `messages`, as the text it wrote (Ollama's parsed calls written back as `<tool_call>` lines)."
+        if not self.tool_capable: return self.complete(render(messages, tools), max_tokens, on_text)
+        import httpx  # not the ollama client: its Tool model drops nested `properties`, `required` and `default` of arguments
+        t0, reply, tokens = time.time(), {"content": "", "tool_calls": []}, 0
+        body = {"model": self.model, "messages": messages_for_ollama(messages), "tools": tools_for_ollama(tools), "stream": True,
+                "options": {"temperature": 0, "num_predict": max_tokens, "stop": [END]}}
+        with httpx.stream("POST", f"{self.host}/api/chat", json=body, timeout=httpx.Timeout(10.0, read=300.0)) as r:
+            if r.status_code != 200: raise RuntimeError(f"Ollama answered {r.status_code}: {r.read().decode(errors='replace')[:300]}")
+            for line in r.iter_lines():
+                if not line.strip(): continue
+                part = json.loads(line)
+                if "error" in part: raise RuntimeError(f"Ollama: {part['error']}")
+                message = part.get("message") or {}
+                if piece := message.get("content"):
+                    reply["content"] += piece
+                    if on_text: on_text(piece)
+                reply["tool_calls"] += message.get("tool_calls") or []
+                tokens = part.get("eval_count") or tokens
+        return Completion(reply_from_ollama(reply), tokens, time.time() - t0)
 
     def complete(self, prompt: str, max_tokens: int = 128, on_text=None) -> Completion:
         t0 = time.time()
@@ -128,7 +156,9 @@ def run_agent(messages: list[dict], backend, tools: list[Tool] = DEFAULT_TOOLS, 
     for _ in range(max_steps):
         stats["steps"] += 1
         streaming = {"on_text": _AnswerText(on_event, started, stats)} if on_event else {}
-        try: out = backend.complete(render(messages + new, schemas), max_new_tokens, **streaming)
+        try:
+            if hasattr(backend, "chat"): out = backend.chat(messages + new, schemas, max_new_tokens, **streaming)  # a backend that renders the prompt itself (Ollama's template)
+            else: out = backend.complete(render(messages + new, schemas), max_new_tokens, **streaming)
         except ContextOverflow as e: add({"role": "assistant", "content": f"⚠️ {e}. Start a new chat.", "error": "context_overflow"}); break
         except Busy: add({"role": "assistant", "content": "⚠️ The server is busy; please try again in a moment.", "error": "busy"}); break
         except Exception as e: add({"role": "assistant", "content": f"⚠️ The model backend failed: {type(e).__name__}: {e}", "error": "backend"}); break

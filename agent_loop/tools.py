@@ -44,7 +44,7 @@ def tool_from_function(fn: Callable, where: str = "") -> Tool:
         if defaults.get(key) is not None:
             try: prop["default"] = json.loads(json.dumps(defaults[key]))
             except (TypeError, ValueError): raise ToolsetError(f"{name}: the default of {key!r} is not a JSON value: {defaults[key]!r}") from None
-    order = list(inspect.signature(fn).parameters)  # the function's own argument order, which the model reads
+    order = list(inspect.signature(fn).parameters)  # the function's own argument order, for people reading the schema (prompts list arguments sorted)
     props = dict(sorted(params.get("properties", {}).items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
     params = {"type": "object", "properties": props, "required": params.get("required", []), "additionalProperties": False}
     return Tool(spec["name"], spec.get("description", "").strip(), params, fn)
