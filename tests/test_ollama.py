@@ -128,3 +128,47 @@ def test_old_template_differs():
     cases = hand_cases(random.Random(0))[:4]
     got = go_render(old, cases, [])
     assert all(out != render(m, t) for (m, t), out in zip(cases, got["prompts"]))
+
+
+def test_ollama_backend_through_api_chat():
+    """`OllamaBackend` against a loopback stand-in for an Ollama server (none can be installed here): each `/api/chat` request is
+    rendered by the Modelfile's template and the model's scripted output is parsed into `tool_calls` by Ollama's own code
+    (tests/ollama/main.go); only the generation is replayed. The agent loop runs the calculator for real in between."""
+    import http.server, threading
+    from agent_loop.serving import OllamaBackend, run_agent
+    from agent_loop.tools import DEFAULT_TOOLS
+    script = ['<tool_call>{"name":"calculator","arguments":{"expression":"37*12"}}</tool_call>', "37 times 12 is 444."]
+    prompts, bodies = [], []
+
+    class Ollama(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a): pass
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path == "/api/show":
+                out = [json.dumps({"capabilities": ["completion", "tools"], "modelfile": "", "template": TEMPLATE, "model_info": {}}).encode()]
+            else:
+                bodies.append(body)
+                r = subprocess.run([GO, "run", str(MAIN)], input=json.dumps({"template": TEMPLATE, "cases": [{"messages": body["messages"], "tools": body["tools"]}],
+                                   "outputs": [{"text": script[len(prompts)], "tools": body["tools"]}]}), capture_output=True, text=True, timeout=300)
+                got = json.loads(r.stdout)
+                prompts.append(got["prompts"][0])
+                calls, content = got["calls"][0], got["content"][0]
+                parts = [{"message": {"role": "assistant", "content": piece}, "done": False} for piece in ([content[:5], content[5:]] if content else [])]
+                if calls: parts.append({"message": {"role": "assistant", "content": "", "tool_calls": [{"function": c} for c in calls]}, "done": False})
+                out = [json.dumps(p).encode() + b"\n" for p in parts + [{"message": {"role": "assistant", "content": ""}, "done": True, "eval_count": 9}]]
+            self.send_response(200); self.send_header("Content-Type", "application/x-ndjson"); self.end_headers()
+            for chunk in out: self.wfile.write(chunk)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ollama)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = OllamaBackend("agent-loop:test", f"http://127.0.0.1:{server.server_port}")
+        user = [{"role": "system", "content": "Be <b>brief</b>."}, {"role": "user", "content": "What is 37 times 12?"}]
+        streamed = []
+        new, stats = run_agent(user, backend, on_event=streamed.append)
+    finally: server.shutdown()
+    schemas = tool_schemas(DEFAULT_TOOLS)
+    assert [m["role"] for m in new] == ["assistant", "tool", "assistant"] and new[1]["content"] == "444" and new[2]["content"] == "37 times 12 is 444."
+    assert prompts == [render(user, schemas), render(user + new[:2], schemas)]  # Ollama prompted the model exactly as it was trained
+    assert all("tools" in b and b["stream"] for b in bodies) and backend.tool_capable
+    assert "".join(e["text"] for e in streamed if e["type"] == "text") == "37 times 12 is 444."
