@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from .format import CALL_CLOSE, END, render, render_segments, reply_text
 
 # %% auto #0
-__all__ = ['tokenize_example', 'supervised_loss', 'collate', 'batches', 'lora_model', 'resolve_precision', 'evaluate_loss',
-           'train_lora', 'preference_examples', 'train_preference']
+__all__ = ['MIN_SHARED_PREFIX', 'PREFIX_GROUP', 'tokenize_example', 'shared_prefix', 'supervised_loss', 'collate', 'batches',
+           'lora_model', 'profile_step', 'resolve_precision', 'evaluate_loss', 'train_lora', 'preference_examples',
+           'train_preference']
 
 # %% ../nbs/08_train.ipynb #c005
 def tokenize_example(messages: list[dict], tokenizer, tools: list[dict], max_length: int, supervise_from: int = 0) -> dict | None:
@@ -36,11 +37,32 @@ def tokenize_example(messages: list[dict], tokenizer, tools: list[dict], max_len
     return {"input_ids": ids, "labels": labels, "decisions": marks}
 
 # %% ../nbs/08_train.ipynb #c008
-def supervised_loss(model, input_ids, attention_mask, labels, first_token_weight: float = 1.0, decisions=None):
+MIN_SHARED_PREFIX = 16  # tokens; below this one pass over the whole batch costs as little
+
+def shared_prefix(input_ids, labels) -> int:
+    "How many leading tokens every row of a batch shares, ending before the position whose hidden state predicts the first label (0 for one row)."
+    if len(input_ids) < 2: return 0
+    same = int((input_ids == input_ids[:1]).all(0).long().cumprod(0).sum())
+    first_label = int((labels != -100).long().argmax(1).min())
+    return max(0, min(same, first_label - 1))
+
+def _hidden_states(causal_lm, input_ids, attention_mask, prefix: int):
+    "Last hidden states from position `prefix` on. The shared prefix runs once; its keys and values serve every row, and every row's gradient flows back into it."
+    if not prefix: return causal_lm.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    cache = causal_lm.model(input_ids=input_ids[:1, :prefix], use_cache=True).past_key_values
+    cache.batch_repeat_interleave(len(input_ids))
+    positions = torch.arange(prefix, input_ids.shape[1], device=input_ids.device)
+    return causal_lm.model(input_ids=input_ids[:, prefix:], attention_mask=attention_mask, past_key_values=cache, use_cache=True,
+                           position_ids=positions.expand(len(input_ids), -1), cache_position=positions).last_hidden_state
+
+def supervised_loss(model, input_ids, attention_mask, labels, first_token_weight: float = 1.0, decisions=None, share_prefix: bool = True):
     """Weighted mean next-token cross-entropy over labelled positions, computing logits only there. Decision tokens (`decisions`, as `tokenize_example` marks them;
-    without it, the first label of each reply) weigh `first_token_weight`. Returns (loss, n_labels)."""
+    without it, the first label of each reply) weigh `first_token_weight`. A prefix all rows share is computed once (`share_prefix`). Returns (loss, n_labels)."""
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = causal_lm.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    prefix = shared_prefix(input_ids, labels) if share_prefix else 0
+    prefix = prefix if prefix >= MIN_SHARED_PREFIX else 0
+    hidden = _hidden_states(causal_lm, input_ids, attention_mask, prefix)
+    labels, decisions = labels[:, prefix:], None if decisions is None else decisions[:, prefix:]
     targets, labelled = labels[:, 1:], labels != -100
     mask = labelled[:, 1:]
     logits = causal_lm.lm_head(hidden[:, :-1][mask]).float()
@@ -60,10 +82,12 @@ def collate(examples: list[dict], pad_id: int) -> dict:
             "labels": torch.tensor([pad(e["labels"], -100) for e in examples]),
             "decisions": torch.tensor([pad(e.get("decisions") or [0] * len(e["input_ids"]), 0) for e in examples])}
 
+PREFIX_GROUP = 96  # tokens: examples that agree on these (the same tools) are batched together, so that a batch shares its tool preamble
+
 def batches(examples: list[dict], batch_size: int, seed: int) -> list[list[dict]]:
-    "Shuffled batches of similar lengths (less padding), in a seeded order."
+    "Shuffled batches of examples that open alike (the same tools) and have similar lengths (less padding), in a seeded order."
     rng = random.Random(seed)
-    order = sorted(range(len(examples)), key=lambda i: (len(examples[i]["input_ids"]), rng.random()))
+    order = sorted(range(len(examples)), key=lambda i: (examples[i]["input_ids"][:PREFIX_GROUP], len(examples[i]["input_ids"]), rng.random()))
     groups = [[examples[i] for i in order[k:k + batch_size]] for k in range(0, len(order), batch_size)]
     rng.shuffle(groups)
     return groups
@@ -87,6 +111,19 @@ def lora_model(base, tp):
     targets = tp.target_modules if tp.target_modules == "all-linear" else [m.strip() for m in tp.target_modules.split(",")]
     cfg = LoraConfig(r=tp.lora_r, lora_alpha=tp.lora_alpha, lora_dropout=tp.lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
     return get_peft_model(model, cfg), tok
+
+# %% ../nbs/08_train.ipynb #c009e
+def profile_step(model, batch: dict, first_token_weight: float = 1.0, share_prefix: bool = True, top: int = 10) -> list[dict]:
+    "Where one training step's time goes (forward and backward): the `top` operators by their own CPU time, from `torch.profiler`."
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        loss, _ = supervised_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"], first_token_weight, batch.get("decisions"), share_prefix)
+        loss.backward()
+    model.zero_grad()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    return [{"operator": e.key, "ms": round(e.self_cpu_time_total / 1000, 1), "share": round(e.self_cpu_time_total / total, 3), "calls": e.count} for e in events[:top]]
+
 
 # %% ../nbs/08_train.ipynb #c015
 def resolve_precision(choice: str = "fp32") -> str:
