@@ -4,15 +4,17 @@
 
 # %% ../nbs/08_train.ipynb #c003
 from __future__ import annotations
-import contextlib, json, math, random, time
+import contextlib, hashlib, itertools, json, math, random, shutil, time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .format import CALL_CLOSE, END, render, render_segments, reply_text
 
 # %% auto #0
-__all__ = ['MIN_SHARED_PREFIX', 'PREFIX_GROUP', 'tokenize_example', 'shared_prefix', 'supervised_loss', 'collate', 'batches',
-           'lora_model', 'profile_step', 'resolve_precision', 'evaluate_loss', 'train_lora', 'preference_examples',
+__all__ = ['MIN_SHARED_PREFIX', 'PREFIX_GROUP', 'UNSLOTH_MODEL_TYPES', 'tokenize_example', 'shared_prefix', 'loss_terms',
+           'supervised_loss', 'collate', 'batches', 'resolve_backend', 'lora_model', 'profile_step',
+           'resolve_precision', 'evaluate_loss', 'Objective', 'step_batches', 'shard', 'run_fingerprint',
+           'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'train_lora', 'train_cli', 'preference_examples',
            'train_preference']
 
 # %% ../nbs/08_train.ipynb #c005
@@ -55,9 +57,10 @@ def _hidden_states(causal_lm, input_ids, attention_mask, prefix: int):
     return causal_lm.model(input_ids=input_ids[:, prefix:], attention_mask=attention_mask, past_key_values=cache, use_cache=True,
                            position_ids=positions.expand(len(input_ids), -1), cache_position=positions).last_hidden_state
 
-def supervised_loss(model, input_ids, attention_mask, labels, first_token_weight: float = 1.0, decisions=None, share_prefix: bool = True):
-    """Weighted mean next-token cross-entropy over labelled positions, computing logits only there. Decision tokens (`decisions`, as `tokenize_example` marks them;
-    without it, the first label of each reply) weigh `first_token_weight`. A prefix all rows share is computed once (`share_prefix`). Returns (loss, n_labels)."""
+def loss_terms(model, input_ids, attention_mask, labels, first_token_weight: float = 1.0, decisions=None, share_prefix: bool = True):
+    """The weighted sum of next-token cross-entropies over labelled positions, the sum of the weights, and the number of labels; logits are computed only there.
+    Decision tokens (`decisions`, as `tokenize_example` marks them; without it, the first label of each reply) weigh `first_token_weight`. A prefix all rows
+    share is computed once (`share_prefix`). `supervised_loss` is the ratio; the training loop adds both terms up over processes first."""
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     prefix = shared_prefix(input_ids, labels) if share_prefix else 0
     prefix = prefix if prefix >= MIN_SHARED_PREFIX else 0
@@ -67,10 +70,17 @@ def supervised_loss(model, input_ids, attention_mask, labels, first_token_weight
     mask = labelled[:, 1:]
     logits = causal_lm.lm_head(hidden[:, :-1][mask]).float()
     if (cap := getattr(causal_lm.config, "final_logit_softcapping", None)): logits = torch.tanh(logits / cap) * cap
-    if first_token_weight == 1: return F.cross_entropy(logits, targets[mask]), int(mask.sum())
+    losses = F.cross_entropy(logits, targets[mask], reduction="none")
+    if first_token_weight == 1: return losses.sum(), torch.tensor(float(len(losses)), device=losses.device), int(mask.sum())
     marked = decisions[:, 1:].bool() if decisions is not None else mask & ~labelled[:, :-1]  # a label whose predecessor has none opens a reply
     weights = 1 + (first_token_weight - 1) * marked[mask].float()
-    return (F.cross_entropy(logits, targets[mask], reduction="none") * weights).sum() / weights.sum(), int(mask.sum())
+    return (losses * weights).sum(), weights.sum(), int(mask.sum())
+
+def supervised_loss(model, input_ids, attention_mask, labels, first_token_weight: float = 1.0, decisions=None, share_prefix: bool = True):
+    "Weighted mean next-token cross-entropy over labelled positions (see `loss_terms`). Returns (loss, n_labels)."
+    total, weight, n = loss_terms(model, input_ids, attention_mask, labels, first_token_weight, decisions, share_prefix)
+    return total / weight, n
+
 
 # %% ../nbs/08_train.ipynb #c010
 def collate(examples: list[dict], pad_id: int) -> dict:
@@ -93,24 +103,49 @@ def batches(examples: list[dict], batch_size: int, seed: int) -> list[list[dict]
     return groups
 
 # %% ../nbs/08_train.ipynb #c013
-def lora_model(base, tp):
-    "The base model wrapped with trainable LoRA adapters, and its tokenizer."
+UNSLOTH_MODEL_TYPES = ("gemma", "gemma2", "gemma3", "gemma3_text", "gemma3n", "gemma3n_text")  # the bases Unsloth's FastLanguageModel loads that this project trains
+
+def resolve_backend(choice: str, model_type: str, cuda: bool | None = None) -> str:
+    "What `train.backend` = `choice` means here for a base of `model_type`: 'unsloth' or 'peft'. Without CUDA it is always 'peft', and Unsloth is not even looked for."
+    if choice not in ("auto", "unsloth", "peft"): raise ValueError(f"train.backend: must be one of auto, unsloth, peft, got {choice!r}")
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if choice == "peft": return "peft"
+    if not cuda:
+        if choice == "unsloth": raise RuntimeError("train.backend: unsloth needs a CUDA GPU; use auto or peft on this machine")
+        return "peft"
+    import importlib.util
+    installed, supported = importlib.util.find_spec("unsloth") is not None, model_type in UNSLOTH_MODEL_TYPES
+    if choice == "unsloth" and not installed: raise RuntimeError("train.backend: unsloth needs the gpu extra: pip install -e '.[gpu]'")
+    if choice == "unsloth" and not supported: raise RuntimeError(f"train.backend: Unsloth's FastLanguageModel does not load {model_type!r} bases here; use auto or peft")
+    return "unsloth" if installed and supported else "peft"
+
+def lora_model(base, tp, backend: str = "peft", max_length: int = 2048):
+    "The base model wrapped with trainable LoRA adapters, and its tokenizer, through `backend` (as `resolve_backend` names it)."
     from peft import LoraConfig, get_peft_model
     from agent_loop.models import load_base
     quantize = tp.load_in_4bit == "yes" or (tp.load_in_4bit == "auto" and torch.cuda.is_available())
+    if quantize and not torch.cuda.is_available(): raise RuntimeError("train.load_in_4bit: yes needs a CUDA GPU; set it to auto or no on this machine")
+    names = tp.target_modules if tp.target_modules == "all-linear" else [m.strip() for m in tp.target_modules.split(",")]
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel
+        model, tok = FastLanguageModel.from_pretrained(str(base.path), max_seq_length=max_length, load_in_4bit=quantize, dtype=None)
+        if names == "all-linear": names = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        # no gradient checkpointing: it turns the KV cache off, and the shared tool preamble runs through that cache
+        model = FastLanguageModel.get_peft_model(model, r=tp.lora_r, lora_alpha=tp.lora_alpha, lora_dropout=tp.lora_dropout, target_modules=names,
+                                                 random_state=tp.seed, use_gradient_checkpointing=False)
+        return model, getattr(tok, "tokenizer", tok)  # a multimodal base comes with a processor
     if quantize:
-        if not torch.cuda.is_available(): raise RuntimeError("train.load_in_4bit: yes needs a CUDA GPU; set it to auto or no on this machine")
         from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
         from peft import prepare_model_for_kbit_training
         try: import bitsandbytes  # noqa: F401  (the optional `gpu` extra)
         except ImportError: raise RuntimeError("4-bit training needs the gpu extra: pip install -e '.[gpu]'") from None
         bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-        model = prepare_model_for_kbit_training(AutoModelForCausalLM.from_pretrained(base.path, quantization_config=bnb, device_map="auto"))
+        model = prepare_model_for_kbit_training(AutoModelForCausalLM.from_pretrained(base.path, quantization_config=bnb, device_map="auto"), use_gradient_checkpointing=False)
         tok = AutoTokenizer.from_pretrained(base.path)
     else: model, tok = load_base(base)
-    targets = tp.target_modules if tp.target_modules == "all-linear" else [m.strip() for m in tp.target_modules.split(",")]
-    cfg = LoraConfig(r=tp.lora_r, lora_alpha=tp.lora_alpha, lora_dropout=tp.lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
+    cfg = LoraConfig(r=tp.lora_r, lora_alpha=tp.lora_alpha, lora_dropout=tp.lora_dropout, target_modules=names, task_type="CAUSAL_LM")
     return get_peft_model(model, cfg), tok
+
 
 # %% ../nbs/08_train.ipynb #c009e
 def profile_step(model, batch: dict, first_token_weight: float = 1.0, share_prefix: bool = True, top: int = 10) -> list[dict]:
@@ -146,58 +181,165 @@ def evaluate_loss(model, examples: list[dict], pad_id: int, batch_size: int = 8,
     model.train()
     return total / max(count, 1)
 
-def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_dir: Path, run=None, progress: bool = True) -> dict:
-    "Fine-tune LoRA adapters on `train_rows`, save them to `out_dir`; return metrics and the loss history."
+class Objective(torch.nn.Module):
+    "The training objective as a module around the LoRA model, so that DDP or FSDP wrap it and see its forward: `loss_terms` of a batch."
+    def __init__(self, model, first_token_weight: float = 1.0):
+        super().__init__(); self.model, self.first_token_weight = model, first_token_weight
+    def forward(self, input_ids, attention_mask, labels, decisions=None):
+        return loss_terms(self.model, input_ids, attention_mask, labels, self.first_token_weight, decisions)
+
+def step_batches(examples: list[dict], batch_size: int, seed: int, start: int = 0):
+    "The batches of every step from `start` on, epoch after epoch; each epoch is `batches` seeded by `seed` plus its first step, so the batch of a step depends on the step alone."
+    per_epoch = math.ceil(len(examples) / batch_size)
+    epoch = start - start % per_epoch
+    while True:
+        yield from batches(examples, batch_size, seed + epoch)[start - epoch:]
+        epoch += per_epoch; start = epoch
+
+def shard(group: list[dict], index: int, count: int) -> tuple[list[dict], float]:
+    "Process `index` of `count`'s rows of a global batch, and their share (1.0); a process left without rows takes the first with share 0.0 (every process takes part in each step)."
+    rows = group[index::count]
+    return (rows, 1.0) if rows else (group[:1], 0.0)
+
+
+# %% ../nbs/08_train.ipynb #c018b
+def run_fingerprint(base, examples: list[dict], params, processes: int = 1) -> str:
+    "What makes two training runs the same run: the base's weights, the model and train params that change training, the tokenised examples and the process count."
+    from dataclasses import asdict
+    ignored = ("log_every", "checkpoint_every", "preference", "preference_steps", "preference_lr", "preference_beta")
+    h = hashlib.sha256(json.dumps({"base": base.sha256, "model": asdict(params.model), "processes": processes,
+                                   "train": {k: v for k, v in asdict(params.train).items() if k not in ignored}}, sort_keys=True).encode())
+    for e in examples: h.update(json.dumps([e["input_ids"], e["labels"], e.get("decisions")]).encode())
+    return h.hexdigest()[:16]
+
+def save_checkpoint(folder: Path, step: int, objective, opt, sched, state: dict, accelerator) -> Path:
+    """Save a resumable checkpoint of `step` into `folder`/step-N: the trainable weights, optimizer and schedule state, the loop's `state` and each process's random state.
+    It counts once its `done` file is written, after every process has written its part; older checkpoints are then removed."""
+    target = Path(folder) / f"step-{step:07d}"
+    if accelerator.is_main_process: shutil.rmtree(target, ignore_errors=True); target.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    torch.save({"torch": torch.get_rng_state(), "python": random.getstate(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+               target / f"rng-{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        trainable = {n: p.detach().cpu() for n, p in accelerator.unwrap_model(objective).named_parameters() if p.requires_grad}
+        torch.save({"trainable": trainable, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "state": state}, target / "state.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (target / "done").write_text(f"{step}\n")
+        for old in Path(folder).glob("step-*"):
+            if old != target: shutil.rmtree(old, ignore_errors=True)
+    return target
+
+def latest_checkpoint(folder: Path | None) -> Path | None:
+    "The newest complete checkpoint in `folder`, if any (one a killed process left half-written has no `done` file and is ignored)."
+    done = sorted(p.parent for p in Path(folder).glob("step-*/done")) if folder else []
+    return done[-1] if done else None
+
+def load_checkpoint(path: Path, objective, opt, sched, accelerator) -> dict:
+    "Restore what `save_checkpoint` saved into the prepared `objective`, `opt` and `sched` and this process's random state; return the loop's state."
+    saved = torch.load(Path(path) / "state.pt", map_location="cpu")
+    named = dict(accelerator.unwrap_model(objective).named_parameters())
+    with torch.no_grad():
+        for n, t in saved["trainable"].items(): named[n].copy_(t)
+    opt.load_state_dict(saved["optimizer"]); sched.load_state_dict(saved["scheduler"])
+    rng = torch.load(Path(path) / f"rng-{accelerator.process_index}.pt")
+    torch.set_rng_state(rng["torch"]); random.setstate(rng["python"])
+    if rng["cuda"]: torch.cuda.set_rng_state_all(rng["cuda"])
+    return saved["state"]
+
+
+# %% ../nbs/08_train.ipynb #c018c
+def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_dir: Path, run=None, progress: bool = True, checkpoint_dir: Path | None = None) -> dict:
+    """Fine-tune LoRA adapters on `train_rows`, save them to `out_dir`; return metrics and the loss history. Under `accelerate launch` each process trains
+    on its share of every batch. With `checkpoint_dir`, a checkpoint goes there every `train.checkpoint_every` steps and a killed run resumes from its last one."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm import tqdm
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import AutoConfig, get_linear_schedule_with_warmup
     tp, mp = params.train, params.model
     set_seed(tp.seed)
     precision = resolve_precision(tp.precision)
-    model, tok = lora_model(base, tp)
+    backend = resolve_backend(tp.backend, AutoConfig.from_pretrained(base.path).model_type)
+    accelerator = Accelerator(gradient_accumulation_steps=tp.grad_accum, cpu=not torch.cuda.is_available(), mixed_precision="bf16" if precision == "bf16" else "no")
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    model, tok = lora_model(base, tp, backend, mp.max_length)
     def encode(rows):
         encoded = [tokenize_example(r["messages"], tok, r["tools"], mp.max_length, r.get("supervise_from", 0)) for r in rows]
         return [e for e in encoded if e is not None], sum(e is None for e in encoded)
     train_ex, dropped = encode(train_rows)
     val_ex, _ = encode(val_rows)
     if not train_ex: raise ValueError(f"no training example fits model.max_length={mp.max_length}")
-    steps_per_epoch = math.ceil(len(train_ex) / tp.batch_size)
-    total = tp.max_steps or steps_per_epoch * tp.epochs
-    accelerator = Accelerator(gradient_accumulation_steps=tp.grad_accum, cpu=not torch.cuda.is_available(), mixed_precision="bf16" if precision == "bf16" else "no")
+    total = tp.max_steps or math.ceil(len(train_ex) / tp.batch_size) * tp.epochs
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tp.lr, weight_decay=tp.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, tp.warmup_steps, total)
-    model, opt, sched = accelerator.prepare(model, opt, sched)
-    val_before = evaluate_loss(model, val_ex, tok.pad_token_id, autocast=accelerator.autocast) if val_ex else float("nan")
-    history, step, tokens, sup_tokens, t0 = [], 0, 0, 0, time.time()
-    bar = tqdm(total=total, desc="train", disable=not progress, mininterval=5)
-    model.train()
-    while step < total:
-        for group in batches(train_ex, tp.batch_size, seed=tp.seed + step):
-            if step >= total: break
-            b = {k: v.to(accelerator.device) for k, v in collate(group, tok.pad_token_id).items()}
-            with accelerator.accumulate(model), accelerator.autocast():
-                loss, n = supervised_loss(model, b["input_ids"], b["attention_mask"], b["labels"], tp.first_token_weight, b["decisions"])
-                accelerator.backward(loss); opt.step(); sched.step(); opt.zero_grad()
-            step += 1; tokens += int(b["attention_mask"].sum()); sup_tokens += n
-            rate = tokens / (time.time() - t0)
-            loss = loss.item()
-            row = {"step": step, "loss": loss, "lr": sched.get_last_lr()[0], "tokens_per_s": rate}
-            history.append(row)
-            if run is not None and (step % tp.log_every == 0 or step == total): run.log(row, step=step)
-            bar.update(1); bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", refresh=False)
+    sched = get_linear_schedule_with_warmup(opt, tp.warmup_steps, total)  # stepped by hand: once per optimizer step, whatever the process count
+    objective, opt = accelerator.prepare(Objective(model, tp.first_token_weight), opt)
+    model = accelerator.unwrap_model(objective).model
+    folder = Path(checkpoint_dir) / run_fingerprint(base, train_ex, params, world) if checkpoint_dir and tp.checkpoint_every else None
+    resume = latest_checkpoint(folder)
+    if resume: state = load_checkpoint(resume, objective, opt, sched, accelerator)
+    else: state = {"step": 0, "tokens": 0, "supervised_tokens": 0, "seconds": 0.0, "history": [],
+                   "val_loss_before": evaluate_loss(model, val_ex, tok.pad_token_id, autocast=accelerator.autocast) if val_ex else float("nan")}
+    step, history, t0 = state["step"], state["history"], time.time() - state["seconds"]
+    bar = tqdm(total=total, initial=step, desc="train", disable=not (progress and main), mininterval=5)
+    objective.train()
+    for group in itertools.islice(step_batches(train_ex, tp.batch_size, tp.seed, start=step), total - step):
+        rows, share = shard(group, rank, world)
+        b = {k: v.to(accelerator.device) for k, v in collate(rows, tok.pad_token_id).items()}
+        with accelerator.accumulate(objective), accelerator.autocast():
+            loss_sum, weight, n = objective(b["input_ids"], b["attention_mask"], b["labels"], b["decisions"])
+            counts = torch.tensor([float(b["attention_mask"].sum()), float(n)], device=accelerator.device)
+            summed = accelerator.reduce(torch.cat([torch.stack([loss_sum.detach(), weight.detach()]), counts]) * share, "sum")
+            # DDP averages gradients over processes: scaled so, the step follows the weighted mean over the whole global batch
+            accelerator.backward(loss_sum * share * world / summed[1].clamp_min(1e-8)); opt.step(); opt.zero_grad()
+        if accelerator.sync_gradients: sched.step()
+        step += 1; state["tokens"] += int(summed[2]); state["supervised_tokens"] += int(summed[3])
+        loss, rate = float(summed[0] / summed[1].clamp_min(1e-8)), state["tokens"] / (time.time() - t0)
+        row = {"step": step, "loss": loss, "lr": sched.get_last_lr()[0], "tokens_per_s": rate}
+        history.append(row)
+        if run is not None and main and (step % tp.log_every == 0 or step == total): run.log(row, step=step)
+        bar.update(1); bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", refresh=False)
+        if folder and step < total and step % tp.checkpoint_every == 0 and step % tp.grad_accum == 0:  # never inside an accumulation
+            save_checkpoint(folder, step, objective, opt, sched, state | {"step": step, "seconds": time.time() - t0}, accelerator)
     bar.close()
     seconds = time.time() - t0
     val_after = evaluate_loss(model, val_ex, tok.pad_token_id, autocast=accelerator.autocast) if val_ex else float("nan")
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    accelerator.unwrap_model(model).save_pretrained(out_dir)
-    metrics = {"steps": step, "examples": len(train_ex), "dropped_too_long": dropped, "tokens": tokens, "supervised_tokens": sup_tokens,
-               "seconds": round(seconds, 1), "tokens_per_s": round(tokens / seconds, 1), "final_loss": round(history[-1]["loss"], 4),
-               "val_loss_before": round(val_before, 4), "val_loss_after": round(val_after, 4),
-               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad), "precision": precision, "precision_requested": tp.precision}
-    (out_dir / "training.json").write_text(json.dumps({"base": {"name": base.name, "sha256": base.sha256}, "metrics": metrics}, indent=2) + "\n")
-    if run is not None: run.summary.update(metrics)
+    metrics = {"steps": step, "examples": len(train_ex), "dropped_too_long": dropped, "tokens": state["tokens"], "supervised_tokens": state["supervised_tokens"],
+               "seconds": round(seconds, 1), "tokens_per_s": round(state["tokens"] / seconds, 1), "final_loss": round(history[-1]["loss"], 4),
+               "val_loss_before": round(state["val_loss_before"], 4), "val_loss_after": round(val_after, 4),
+               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad), "precision": precision, "precision_requested": tp.precision,
+               "backend": backend, "processes": world, "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0}
+    out_dir = Path(out_dir)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out_dir)
+        (out_dir / "training.json").write_text(json.dumps({"base": {"name": base.name, "sha256": base.sha256}, "metrics": metrics}, indent=2) + "\n")
+        if folder: shutil.rmtree(folder, ignore_errors=True)  # the run is complete: nothing to resume
+        if run is not None: run.summary.update(metrics)
+    accelerator.wait_for_everyone()
     return {"metrics": metrics, "history": history}
+
+
+# %% ../nbs/08_train.ipynb #c021b
+from fastcore.script import call_parse
+
+@call_parse
+def train_cli(params_file: str = "params.yaml",  # the params file, relative to the project root
+         data: str = None,  # folder with train.jsonl and val.jsonl (default: the project's processed data)
+         out: str = None,  # where the adapter goes (default: the project's models/candidate)
+         checkpoints: str = None):  # where resumable checkpoints go (default: the cache folder's checkpoints/)
+    "Train the LoRA adapter as the pipeline's train stage does; under `accelerate launch` on several processes."
+    from agent_loop.config import load_params, load_settings, project_root
+    from agent_loop.data import load_split
+    from agent_loop.models import resolve_base
+    root = project_root()
+    params, settings = load_params(root / params_file), load_settings(root)
+    data = Path(data) if data else settings.path("processed")
+    base = resolve_base(params.model.base, settings.path("cache"))
+    result = train_lora(base, load_split(data / "train.jsonl"), load_split(data / "val.jsonl"), params, Path(out) if out else settings.path("models") / "candidate",
+                        checkpoint_dir=Path(checkpoints) if checkpoints else settings.path("cache") / "checkpoints")
+    if result["metrics"]["processes"] == 1 or torch.distributed.get_rank() == 0: print(json.dumps(result["metrics"], indent=2))
+    return result
+
 
 # %% ../nbs/08_train.ipynb #c023
 def _completion(m: dict) -> str:

@@ -85,8 +85,8 @@ def run_ours(params, base, tok, rows) -> dict:
         if not started: started.append(_reset_peak())  # the training loop starts
         seen.append((int(b["attention_mask"].sum()), int((b["labels"][:, 1:] != -100).sum()), _digest(b)))
         return b
-    def lora_model(base_, tp_):
-        model, tok_ = real_lora_model(base_, tp_)
+    def lora_model(base_, tp_, *args, **kwargs):
+        model, tok_ = real_lora_model(base_, tp_, *args, **kwargs)
         lora.update(_lora_info(model)); return model, tok_
     T.collate, T.lora_model = collate, lora_model
     try:
