@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['TINY_CONFIG', 'BaseModel', 'embedded_gguf', 'resolve_base', 'load_base', 'merge_adapter', 'convert_to_gguf',
-           'quantize_gguf']
+__all__ = ['TINY_CONFIG', 'TINY_GEMMA3N_CONFIG', 'TINY_BUILDERS', 'BaseModel', 'embedded_gguf', 'resolve_base', 'load_base',
+           'merge_adapter', 'convert_to_gguf', 'quantize_gguf']
 
 # %% ../nbs/03_models.ipynb #c005
 @dataclass
@@ -64,6 +64,9 @@ def _load_from_gguf(gguf: Path):
 # %% ../nbs/03_models.ipynb #c007
 TINY_CONFIG = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
                    head_dim=32, max_position_embeddings=2048, sliding_window=256)
+# llama.cpp fixes Gemma 3n's per-layer input width (256) and LAuReL rank (64): smaller ones convert but do not load
+TINY_GEMMA3N_CONFIG = TINY_CONFIG | dict(intermediate_size=[128, 128], hidden_size_per_layer_input=256, laurel_rank=64, num_kv_shared_layers=0,
+                                         activation_sparsity_pattern=[0.95, 0.0], vocab_size=262400, vocab_size_per_layer_input=262144)
 
 def _build_tiny(tmp: Path, tokenizer_dir: Path):
     from transformers import AutoConfig, AutoTokenizer, Gemma3ForCausalLM
@@ -74,6 +77,18 @@ def _build_tiny(tmp: Path, tokenizer_dir: Path):
     Gemma3ForCausalLM(cfg).save_pretrained(tmp)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
 
+def _build_tiny_gemma3n(tmp: Path, tokenizer_dir: Path):
+    "A randomly initialised two-layer Gemma 3n text model (AltUp, LAuReL, per-layer inputs, activation sparsity) with the Gemma tokenizer."
+    from transformers import AutoConfig, AutoTokenizer, Gemma3nForCausalLM, Gemma3nTextConfig
+    gemma3 = AutoConfig.from_pretrained(tokenizer_dir)
+    cfg = Gemma3nTextConfig(**TINY_GEMMA3N_CONFIG, layer_types=["sliding_attention", "full_attention"],
+                            pad_token_id=gemma3.pad_token_id, bos_token_id=gemma3.bos_token_id, eos_token_id=gemma3.eos_token_id)
+    torch.manual_seed(0)
+    Gemma3nForCausalLM(cfg).save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
+
+TINY_BUILDERS = {"tiny-random:gemma3": ("tiny-gemma3", _build_tiny), "tiny-random:gemma3n": ("tiny-gemma3n", _build_tiny_gemma3n)}
+
 def resolve_base(name: str, cache_dir: Path) -> BaseModel:
     "The checkpoint folder for `model.base` = `name`, materialised into `cache_dir` when needed."
     cache_dir = Path(cache_dir).expanduser()
@@ -82,12 +97,12 @@ def resolve_base(name: str, cache_dir: Path) -> BaseModel:
         def build(tmp):
             model, tok = _load_from_gguf(gguf); model.save_pretrained(tmp); tok.save_pretrained(tmp)
         return BaseModel(name, _build_once(cache_dir / "base" / f"gemma3-270m-{sha[:16]}", build), sha)
-    if name == "tiny-random:gemma3":
-        real = resolve_base("embedded:gemma3-270m", cache_dir)
-        path = _build_once(cache_dir / "base" / f"tiny-gemma3-{real.sha256[:16]}", lambda tmp: _build_tiny(tmp, real.path))
+    if name in TINY_BUILDERS:
+        real, (folder, build) = resolve_base("embedded:gemma3-270m", cache_dir), TINY_BUILDERS[name]
+        path = _build_once(cache_dir / "base" / f"{folder}-{real.sha256[:16]}", lambda tmp: build(tmp, real.path))
         return BaseModel(name, path, _folder_sha256(path))
     if name.startswith(("embedded:", "tiny-random:")):
-        raise ValueError(f"model.base: unknown built-in model {name!r} (known: embedded:gemma3-270m, tiny-random:gemma3)")
+        raise ValueError(f"model.base: unknown built-in model {name!r} (known: embedded:gemma3-270m, {', '.join(TINY_BUILDERS)})")
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists(): raise ValueError(f"model.base: {path} has no config.json; is it a Hugging Face checkpoint?")
@@ -95,6 +110,7 @@ def resolve_base(name: str, cache_dir: Path) -> BaseModel:
     if "/" in name and not path.exists():  # a Hugging Face id: transformers resolves it (the hub is unreachable on air-gapped machines)
         return BaseModel(name, Path(name), hashlib.sha256(name.encode()).hexdigest())
     raise ValueError(f"model.base: {name!r} is neither a built-in model, a checkpoint folder nor a Hugging Face id")
+
 
 # %% ../nbs/03_models.ipynb #c011
 def load_base(base: BaseModel, dtype=torch.float32):

@@ -13,7 +13,8 @@ from .registry import ModelFileError, check_gguf
 from .tools import DEFAULT_TOOLS, Tool, run_tool, tool_schemas
 
 # %% auto #0
-__all__ = ['Completion', 'ContextOverflow', 'LlamaCppBackend', 'OllamaBackend', 'Busy', 'LlamaCppPool', 'run_agent', 'selfcheck']
+__all__ = ['Completion', 'ContextOverflow', 'LlamaCppBackend', 'OllamaBackend', 'TransformersBackend', 'Busy', 'LlamaCppPool',
+           'run_agent', 'selfcheck']
 
 # %% ../nbs/09_serving.ipynb #c005
 @dataclass
@@ -106,6 +107,41 @@ class OllamaBackend:
             if part["response"]: pieces.append(part["response"]); on_text(part["response"])
             tokens = part.get("eval_count") or tokens
         return Completion("".join(pieces), tokens, time.time() - t0)
+
+# %% ../nbs/09_serving.ipynb #c006d
+class TransformersBackend:
+    "A Hugging Face checkpoint folder decoded greedily by transformers, on the CPU in fp32 (or on CUDA when there is one)."
+    def __init__(self, checkpoint: Path, context_length: int = 2048):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        self.path = Path(checkpoint)
+        if not (self.path / "config.json").exists(): raise ModelFileError(f"{self.path} is not a Hugging Face checkpoint folder (no config.json)")
+        try:
+            self.tok = AutoTokenizer.from_pretrained(self.path)
+            self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32).eval().to("cuda" if torch.cuda.is_available() else "cpu")
+        except Exception as e: raise ModelFileError(f"transformers could not load {self.path}: {e}") from None
+        self.end_id, self.context_length, self.lock = self.tok.convert_tokens_to_ids(END), context_length, threading.Lock()
+
+    def tokenize(self, prompt: str) -> list[int]:
+        "Token ids of a rendered prompt, with BOS; its markup becomes control tokens as in llama.cpp."
+        return self.tok(prompt, add_special_tokens=True)["input_ids"]
+
+    def complete(self, prompt: str, max_tokens: int = 128, on_text=None) -> Completion:
+        "The greedy continuation of `prompt` up to the end of the model's turn (not included)."
+        import torch
+        ids = self.tokenize(prompt)
+        if len(ids) + max_tokens > self.context_length:
+            raise ContextOverflow(f"the conversation is {len(ids)} tokens; with {max_tokens} to generate it exceeds the {self.context_length}-token context")
+        with self.lock, torch.no_grad():
+            t0 = time.time()
+            out = self.model.generate(torch.tensor([ids], device=self.model.device), max_new_tokens=max_tokens, do_sample=False, top_p=None, top_k=None,
+                                      eos_token_id=self.end_id, pad_token_id=self.tok.pad_token_id)[0, len(ids):].tolist()
+        text = self.tok.decode(out[:-1] if out and out[-1] == self.end_id else out, skip_special_tokens=False)
+        if on_text and text: on_text(text)
+        return Completion(text, len(out), time.time() - t0)
+
+    def close(self): self.model = None
+
 
 # %% ../nbs/09_serving.ipynb #c006b
 class Busy(RuntimeError):

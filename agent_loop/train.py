@@ -69,7 +69,8 @@ def loss_terms(model, input_ids, attention_mask, labels, first_token_weight: flo
     targets, labelled = labels[:, 1:], labels != -100
     mask = labelled[:, 1:]
     logits = causal_lm.lm_head(hidden[:, :-1][mask]).float()
-    if (cap := getattr(causal_lm.config, "final_logit_softcapping", None)): logits = torch.tanh(logits / cap) * cap
+    # a multimodal checkpoint (Gemma 3n, Gemma 3 4B and up) keeps the text model's settings in its text config
+    if (cap := getattr(causal_lm.config.get_text_config(), "final_logit_softcapping", None)): logits = torch.tanh(logits / cap) * cap
     losses = F.cross_entropy(logits, targets[mask], reduction="none")
     if first_token_weight == 1: return losses.sum(), torch.tensor(float(len(losses)), device=losses.device), int(mask.sum())
     marked = decisions[:, 1:].bool() if decisions is not None else mask & ~labelled[:, :-1]  # a label whose predecessor has none opens a reply
@@ -253,14 +254,16 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
     """Fine-tune LoRA adapters on `train_rows`, save them to `out_dir`; return metrics and the loss history. Under `accelerate launch` each process trains
     on its share of every batch. With `checkpoint_dir`, a checkpoint goes there every `train.checkpoint_every` steps and a killed run resumes from its last one."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
     from tqdm import tqdm
     from transformers import AutoConfig, get_linear_schedule_with_warmup
     tp, mp = params.train, params.model
     set_seed(tp.seed)
     precision = resolve_precision(tp.precision)
     backend = resolve_backend(tp.backend, AutoConfig.from_pretrained(base.path).model_type)
-    accelerator = Accelerator(gradient_accumulation_steps=tp.grad_accum, cpu=not torch.cuda.is_available(), mixed_precision="bf16" if precision == "bf16" else "no")
+    accelerator = Accelerator(gradient_accumulation_steps=tp.grad_accum, cpu=not torch.cuda.is_available(), mixed_precision="bf16" if precision == "bf16" else "no",
+                              # Gemma 3n's later layers reuse earlier layers' keys and values: LoRA on their k/v projections gets no gradient
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     model, tok = lora_model(base, tp, backend, mp.max_length)
     def encode(rows):

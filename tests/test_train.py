@@ -92,3 +92,39 @@ def test_unsloth_qlora_on_cuda(data, tmp_path):
     m = metrics(tmp_path / "out")
     assert m["backend"] == "unsloth" and m["steps"] == 4 and m["final_loss"] == m["final_loss"]  # not NaN
     assert (tmp_path / "out" / "adapter_model.safetensors").exists()
+
+
+def test_tiny_gemma3n_trains_merges_and_evaluates(tmp_path):
+    "Gemma 3n (AltUp, LAuReL, per-layer inputs) through the HF path: LoRA training with the shared preamble, merging, scoring with transformers, and the GGUF llama.cpp serves."
+    from peft import PeftModel
+    from agent_loop.config import load_params, load_settings
+    from agent_loop.data import generate_seed_tasks
+    from agent_loop.evaluate import build_gguf, eval_cases, evaluate_model
+    from agent_loop.models import BaseModel, load_base, merge_adapter, resolve_base
+    from agent_loop.registry import sha256_file
+    from agent_loop.serving import LlamaCppBackend, TransformersBackend
+    from agent_loop.tools import tool_schemas
+    from agent_loop.train import train_lora
+    base = resolve_base("tiny-random:gemma3n", load_settings(ROOT).path("cache"))
+    params = load_params(ROOT / "params.yaml")
+    params.train.max_steps, params.train.batch_size, params.train.lr = 4, 2, 1e-2
+    rows = [r | {"tools": tool_schemas()} for r in generate_seed_tasks(14, seed=5)]
+    res = train_lora(base, rows[:8], rows[8:10], params, tmp_path / "adapter", progress=False)
+    m = res["metrics"]
+    assert m["steps"] == 4 and m["backend"] == "peft" and m["val_loss_after"] < m["val_loss_before"], m
+    merged = merge_adapter(base, tmp_path / "adapter", tmp_path / "merged")
+    model, tok = load_base(base)
+    with_adapter = PeftModel.from_pretrained(model, tmp_path / "adapter").eval()
+    plain, _ = load_base(base)
+    ids = torch.tensor([tok("<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n")["input_ids"]])
+    merged_model, _ = load_base(BaseModel("merged", merged, ""))
+    with torch.no_grad(): lora_logits, merged_logits, base_logits = (m_.eval()(input_ids=ids).logits for m_ in (with_adapter, merged_model, plain))
+    assert torch.allclose(lora_logits, merged_logits, atol=1e-3), float((lora_logits - merged_logits).abs().max())  # merging keeps what was trained
+    assert not torch.allclose(lora_logits, base_logits, atol=1e-3)  # and training changed something
+    cases = eval_cases(rows[10:])
+    hf_metrics, hf_rows = evaluate_model(TransformersBackend(merged), cases, max_new_tokens=12, progress=False)
+    assert hf_metrics["cases"] == len(cases) and not any(r["output"].startswith("<backend error") for r in hf_rows), hf_rows[:2]
+    gguf = build_gguf(base, tmp_path / "adapter", tmp_path / "model.gguf", "Q8_0")
+    cpp_metrics, cpp_rows = evaluate_model(LlamaCppBackend(gguf, sha256_file(gguf)), cases, max_new_tokens=12, progress=False)
+    assert cpp_metrics["cases"] == len(cases) and not any(r["output"].startswith("<backend error") for r in cpp_rows), cpp_rows[:2]
+    print(f"\ntiny Gemma 3n: val loss {m['val_loss_before']} -> {m['val_loss_after']}; {len(cases)} cases scored through transformers and through llama.cpp ({gguf.stat().st_size >> 20} MiB Q8_0)")
