@@ -69,7 +69,7 @@ class TrainParams:
     lr: float = _opt(1.5e-3, _positive)
     warmup_steps: int = _opt(4, _non_negative)
     weight_decay: float = _opt(0.0, _non_negative)
-    max_steps: int = _opt(60, _non_negative, "0: the whole data set for `epochs` epochs")
+    max_steps: int = _opt(120, _non_negative, "0: the whole data set for `epochs` epochs")
     lora_r: int = _opt(16, _positive)
     lora_alpha: int = _opt(32, _positive)
     lora_dropout: float = _opt(0.05, _fraction)
