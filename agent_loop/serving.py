@@ -120,7 +120,9 @@ class TransformersBackend:
             self.tok = AutoTokenizer.from_pretrained(self.path)
             self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32).eval().to("cuda" if torch.cuda.is_available() else "cpu")
         except Exception as e: raise ModelFileError(f"transformers could not load {self.path}: {e}") from None
-        self.end_id, self.context_length, self.lock = self.tok.convert_tokens_to_ids(END), context_length, threading.Lock()
+        # a turn ends at <end_of_turn>; <eos> ends generation too, as in llama.cpp
+        self.stop_ids = [i for i in (self.tok.convert_tokens_to_ids(END), self.tok.eos_token_id) if i is not None and i != self.tok.unk_token_id]
+        self.context_length, self.lock = context_length, threading.Lock()
 
     def tokenize(self, prompt: str) -> list[int]:
         "Token ids of a rendered prompt, with BOS; its markup becomes control tokens as in llama.cpp."
@@ -135,8 +137,8 @@ class TransformersBackend:
         with self.lock, torch.no_grad():
             t0 = time.time()
             out = self.model.generate(torch.tensor([ids], device=self.model.device), max_new_tokens=max_tokens, do_sample=False, top_p=None, top_k=None,
-                                      eos_token_id=self.end_id, pad_token_id=self.tok.pad_token_id)[0, len(ids):].tolist()
-        text = self.tok.decode(out[:-1] if out and out[-1] == self.end_id else out, skip_special_tokens=False)
+                                      eos_token_id=self.stop_ids, pad_token_id=self.tok.pad_token_id)[0, len(ids):].tolist()
+        text = self.tok.decode(out[:-1] if out and out[-1] in self.stop_ids else out, skip_special_tokens=False)
         if on_text and text: on_text(text)
         return Completion(text, len(out), time.time() - t0)
 

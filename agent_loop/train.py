@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_train.ipynb #c003
 from __future__ import annotations
-import contextlib, hashlib, itertools, json, math, random, shutil, time
+import contextlib, hashlib, itertools, json, math, os, random, shutil, time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -106,8 +106,9 @@ def batches(examples: list[dict], batch_size: int, seed: int) -> list[list[dict]
 # %% ../nbs/08_train.ipynb #c013
 UNSLOTH_MODEL_TYPES = ("gemma", "gemma2", "gemma3", "gemma3_text", "gemma3n", "gemma3n_text")  # the bases Unsloth's FastLanguageModel loads that this project trains
 
-def resolve_backend(choice: str, model_type: str, cuda: bool | None = None) -> str:
-    "What `train.backend` = `choice` means here for a base of `model_type`: 'unsloth' or 'peft'. Without CUDA it is always 'peft', and Unsloth is not even looked for."
+def resolve_backend(choice: str, model_type: str, cuda: bool | None = None, precision: str = "bf16") -> str:
+    """What `train.backend` = `choice` means here for a base of `model_type` trained in `precision` (as `resolve_precision` names it): 'unsloth' or 'peft'.
+    Without CUDA it is always 'peft', and Unsloth is not even looked for; Unsloth computes in half precision, so `auto` keeps fp32 runs on peft."""
     if choice not in ("auto", "unsloth", "peft"): raise ValueError(f"train.backend: must be one of auto, unsloth, peft, got {choice!r}")
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if choice == "peft": return "peft"
@@ -118,10 +119,11 @@ def resolve_backend(choice: str, model_type: str, cuda: bool | None = None) -> s
     installed, supported = importlib.util.find_spec("unsloth") is not None, model_type in UNSLOTH_MODEL_TYPES
     if choice == "unsloth" and not installed: raise RuntimeError("train.backend: unsloth needs the gpu extra: pip install -e '.[gpu]'")
     if choice == "unsloth" and not supported: raise RuntimeError(f"train.backend: Unsloth's FastLanguageModel does not load {model_type!r} bases here; use auto or peft")
-    return "unsloth" if installed and supported else "peft"
+    if choice == "unsloth" and precision != "bf16": raise RuntimeError("train.backend: Unsloth trains in bf16; set train.precision to bf16 or auto")
+    return "unsloth" if installed and supported and precision == "bf16" else "peft"
 
-def lora_model(base, tp, backend: str = "peft", max_length: int = 2048):
-    "The base model wrapped with trainable LoRA adapters, and its tokenizer, through `backend` (as `resolve_backend` names it)."
+def lora_model(base, tp, backend: str = "peft", max_length: int = 2048, gpu: int = 0):
+    "The base model wrapped with trainable LoRA adapters, and its tokenizer, through `backend` (as `resolve_backend` names it); a quantised base loads whole onto CUDA device `gpu` (each process its own)."
     from peft import LoraConfig, get_peft_model
     from agent_loop.models import load_base
     quantize = tp.load_in_4bit == "yes" or (tp.load_in_4bit == "auto" and torch.cuda.is_available())
@@ -129,7 +131,7 @@ def lora_model(base, tp, backend: str = "peft", max_length: int = 2048):
     names = tp.target_modules if tp.target_modules == "all-linear" else [m.strip() for m in tp.target_modules.split(",")]
     if backend == "unsloth":
         from unsloth import FastLanguageModel
-        model, tok = FastLanguageModel.from_pretrained(str(base.path), max_seq_length=max_length, load_in_4bit=quantize, dtype=None)
+        model, tok = FastLanguageModel.from_pretrained(str(base.path), max_seq_length=max_length, load_in_4bit=quantize, dtype=torch.bfloat16, device_map={"": gpu})
         if names == "all-linear": names = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
         # no gradient checkpointing: it turns the KV cache off, and the shared tool preamble runs through that cache
         model = FastLanguageModel.get_peft_model(model, r=tp.lora_r, lora_alpha=tp.lora_alpha, lora_dropout=tp.lora_dropout, target_modules=names,
@@ -141,7 +143,7 @@ def lora_model(base, tp, backend: str = "peft", max_length: int = 2048):
         try: import bitsandbytes  # noqa: F401  (the optional `gpu` extra)
         except ImportError: raise RuntimeError("4-bit training needs the gpu extra: pip install -e '.[gpu]'") from None
         bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-        model = prepare_model_for_kbit_training(AutoModelForCausalLM.from_pretrained(base.path, quantization_config=bnb, device_map="auto"), use_gradient_checkpointing=False)
+        model = prepare_model_for_kbit_training(AutoModelForCausalLM.from_pretrained(base.path, quantization_config=bnb, device_map={"": gpu}), use_gradient_checkpointing=False)
         tok = AutoTokenizer.from_pretrained(base.path)
     else: model, tok = load_base(base)
     cfg = LoraConfig(r=tp.lora_r, lora_alpha=tp.lora_alpha, lora_dropout=tp.lora_dropout, target_modules=names, task_type="CAUSAL_LM")
@@ -204,11 +206,11 @@ def shard(group: list[dict], index: int, count: int) -> tuple[list[dict], float]
 
 
 # %% ../nbs/08_train.ipynb #c018b
-def run_fingerprint(base, examples: list[dict], params, processes: int = 1) -> str:
-    "What makes two training runs the same run: the base's weights, the model and train params that change training, the tokenised examples and the process count."
+def run_fingerprint(base, examples: list[dict], params, resolved: dict | None = None) -> str:
+    "What makes two training runs the same run: the base's weights, the model and train params that change training, the tokenised examples and what `auto` settings `resolved` to (backend, precision, processes, device)."
     from dataclasses import asdict
     ignored = ("log_every", "checkpoint_every", "preference", "preference_steps", "preference_lr", "preference_beta")
-    h = hashlib.sha256(json.dumps({"base": base.sha256, "model": asdict(params.model), "processes": processes,
+    h = hashlib.sha256(json.dumps({"base": base.sha256, "model": asdict(params.model), "resolved": resolved or {},
                                    "train": {k: v for k, v in asdict(params.train).items() if k not in ignored}}, sort_keys=True).encode())
     for e in examples: h.update(json.dumps([e["input_ids"], e["labels"], e.get("decisions")]).encode())
     return h.hexdigest()[:16]
@@ -219,11 +221,13 @@ def save_checkpoint(folder: Path, step: int, objective, opt, sched, state: dict,
     target = Path(folder) / f"step-{step:07d}"
     if accelerator.is_main_process: shutil.rmtree(target, ignore_errors=True); target.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    torch.save({"torch": torch.get_rng_state(), "python": random.getstate(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-               target / f"rng-{accelerator.process_index}.pt")
+    def write(obj, path):  # on disk before `done` is: a machine that loses power must not leave a `done` beside a torn file
+        with open(path, "wb") as f: torch.save(obj, f); f.flush(); os.fsync(f.fileno())
+    write({"torch": torch.get_rng_state(), "python": random.getstate(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+          target / f"rng-{accelerator.process_index}.pt")
     if accelerator.is_main_process:
         trainable = {n: p.detach().cpu() for n, p in accelerator.unwrap_model(objective).named_parameters() if p.requires_grad}
-        torch.save({"trainable": trainable, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "state": state}, target / "state.pt")
+        write({"trainable": trainable, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "state": state}, target / "state.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (target / "done").write_text(f"{step}\n")
@@ -260,12 +264,12 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
     tp, mp = params.train, params.model
     set_seed(tp.seed)
     precision = resolve_precision(tp.precision)
-    backend = resolve_backend(tp.backend, AutoConfig.from_pretrained(base.path).model_type)
     accelerator = Accelerator(gradient_accumulation_steps=tp.grad_accum, cpu=not torch.cuda.is_available(), mixed_precision="bf16" if precision == "bf16" else "no",
                               # Gemma 3n's later layers reuse earlier layers' keys and values: LoRA on their k/v projections gets no gradient
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    model, tok = lora_model(base, tp, backend, mp.max_length)
+    backend = resolve_backend(tp.backend, AutoConfig.from_pretrained(base.path).model_type, precision=precision)
+    model, tok = lora_model(base, tp, backend, mp.max_length, gpu=accelerator.local_process_index)
     def encode(rows):
         encoded = [tokenize_example(r["messages"], tok, r["tools"], mp.max_length, r.get("supervise_from", 0)) for r in rows]
         return [e for e in encoded if e is not None], sum(e is None for e in encoded)
@@ -274,15 +278,18 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
     if not train_ex: raise ValueError(f"no training example fits model.max_length={mp.max_length}")
     total = tp.max_steps or math.ceil(len(train_ex) / tp.batch_size) * tp.epochs
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tp.lr, weight_decay=tp.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, tp.warmup_steps, total)  # stepped by hand: once per optimizer step, whatever the process count
+    # stepped by hand, once per optimizer step (every grad_accum micro-steps), whatever the process count
+    sched = get_linear_schedule_with_warmup(opt, tp.warmup_steps, math.ceil(total / tp.grad_accum))
     objective, opt = accelerator.prepare(Objective(model, tp.first_token_weight), opt)
     model = accelerator.unwrap_model(objective).model
-    folder = Path(checkpoint_dir) / run_fingerprint(base, train_ex, params, world) if checkpoint_dir and tp.checkpoint_every else None
+    resolved = {"backend": backend, "precision": precision, "processes": world, "device": accelerator.device.type}
+    folder = Path(checkpoint_dir) / run_fingerprint(base, train_ex, params, resolved) if checkpoint_dir and tp.checkpoint_every else None
     resume = latest_checkpoint(folder)
     if resume: state = load_checkpoint(resume, objective, opt, sched, accelerator)
     else: state = {"step": 0, "tokens": 0, "supervised_tokens": 0, "seconds": 0.0, "history": [],
                    "val_loss_before": evaluate_loss(model, val_ex, tok.pad_token_id, autocast=accelerator.autocast) if val_ex else float("nan")}
     step, history, t0 = state["step"], state["history"], time.time() - state["seconds"]
+    saved = step
     bar = tqdm(total=total, initial=step, desc="train", disable=not (progress and main), mininterval=5)
     objective.train()
     for group in itertools.islice(step_batches(train_ex, tp.batch_size, tp.seed, start=step), total - step):
@@ -301,8 +308,8 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
         history.append(row)
         if run is not None and main and (step % tp.log_every == 0 or step == total): run.log(row, step=step)
         bar.update(1); bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}", refresh=False)
-        if folder and step < total and step % tp.checkpoint_every == 0 and step % tp.grad_accum == 0:  # never inside an accumulation
-            save_checkpoint(folder, step, objective, opt, sched, state | {"step": step, "seconds": time.time() - t0}, accelerator)
+        if folder and step < total and step - saved >= tp.checkpoint_every and accelerator.sync_gradients:  # never inside an accumulation
+            save_checkpoint(folder, step, objective, opt, sched, state | {"step": step, "seconds": time.time() - t0}, accelerator); saved = step
     bar.close()
     seconds = time.time() - t0
     val_after = evaluate_loss(model, val_ex, tok.pad_token_id, autocast=accelerator.autocast) if val_ex else float("nan")
