@@ -75,7 +75,7 @@ class TrainParams:
     lora_dropout: float = _opt(0.05, _fraction)
     target_modules: str = _opt("all-linear", help="all-linear or a comma-separated list of module names")
     load_in_4bit: str = _opt("auto", _choices("auto", "yes", "no"), "QLoRA on CUDA; always off on CPU")
-    backend: str = _opt("auto", _choices("auto", "unsloth", "peft"), "auto: Unsloth's FastLanguageModel on CUDA when the gpu extra is installed and supports the model, else transformers + peft (always on CPU)")
+    backend: str = _opt("auto", _choices("auto", "unsloth", "peft"), "auto: Unsloth's FastLanguageModel on CUDA when the gpu extra is installed, supports the model and the run is bf16, else transformers + peft (always on CPU)")
     precision: str = _opt("fp32", _choices("fp32", "bf16", "auto"), "fp32 computes the same on every machine; auto: bf16 autocast where the CPU or GPU has bf16 units")
     first_token_weight: float = _opt(5.0, _positive, "loss weight of the first token of each model reply, where it decides between calling a tool and answering")
     log_every: int = _opt(5, _positive)

@@ -13,8 +13,8 @@ from .registry import ModelFileError, check_gguf
 from .tools import DEFAULT_TOOLS, Tool, run_tool, tool_schemas
 
 # %% auto #0
-__all__ = ['Completion', 'ContextOverflow', 'LlamaCppBackend', 'OllamaBackend', 'TransformersBackend', 'Busy', 'LlamaCppPool',
-           'run_agent', 'selfcheck']
+__all__ = ['Completion', 'ContextOverflow', 'check_fits', 'LlamaCppBackend', 'OllamaBackend', 'TransformersBackend', 'Busy',
+           'LlamaCppPool', 'run_agent', 'selfcheck']
 
 # %% ../nbs/09_serving.ipynb #c005
 @dataclass
@@ -25,6 +25,11 @@ class Completion:
 
 class ContextOverflow(ValueError):
     "The conversation no longer fits the model's context window."
+
+def check_fits(prompt_tokens: int, max_tokens: int, context_length: int):
+    "Raise `ContextOverflow` unless a prompt of `prompt_tokens` and `max_tokens` to generate fit the context."
+    if prompt_tokens + max_tokens > context_length:
+        raise ContextOverflow(f"the conversation is {prompt_tokens} tokens; with {max_tokens} to generate it exceeds the {context_length}-token context")
 
 class LlamaCppBackend:
     "A GGUF model served in-process by llama.cpp; checks the file and its sha256, then reads it into memory."
@@ -44,8 +49,7 @@ class LlamaCppBackend:
     def complete(self, prompt: str, max_tokens: int = 128, on_text=None) -> Completion:
         "The greedy continuation of `prompt`, up to the end of the model's turn; `on_text`, if given, receives each piece of text as it is generated."
         ids = self.tokenize(prompt)
-        if len(ids) + max_tokens > self.context_length:
-            raise ContextOverflow(f"the conversation is {len(ids)} tokens; with {max_tokens} to generate it exceeds the {self.context_length}-token context")
+        check_fits(len(ids), max_tokens, self.context_length)
         with self.lock:
             t0 = time.time()
             if on_text is None:
@@ -132,8 +136,7 @@ class TransformersBackend:
         "The greedy continuation of `prompt` up to the end of the model's turn (not included)."
         import torch
         ids = self.tokenize(prompt)
-        if len(ids) + max_tokens > self.context_length:
-            raise ContextOverflow(f"the conversation is {len(ids)} tokens; with {max_tokens} to generate it exceeds the {self.context_length}-token context")
+        check_fits(len(ids), max_tokens, self.context_length)
         with self.lock, torch.no_grad():
             t0 = time.time()
             out = self.model.generate(torch.tensor([ids], device=self.model.device), max_new_tokens=max_tokens, do_sample=False, top_p=None, top_k=None,
