@@ -7,6 +7,7 @@ from __future__ import annotations
 import json, os, threading, time
 from dataclasses import dataclass
 from pathlib import Path
+from .decoding import decode
 from .format import CALL_OPEN, END, parse_reply, render
 from .ollama import messages_for_ollama, reply_from_ollama, tools_for_ollama
 from .registry import ModelFileError, check_gguf
@@ -22,6 +23,8 @@ class Completion:
     text: str
     tokens: int      # generated tokens
     seconds: float   # wall time of the whole request
+    call_probability: float | None = None  # P(the reply opens a tool call), when the backend decoded with the tools' constraint
+    decision: str = "free"                 # "call" or "answer" when it decided by `call_threshold`, "free" when it did not
 
 class ContextOverflow(ValueError):
     "The conversation no longer fits the model's context window."
@@ -39,27 +42,51 @@ class LlamaCppBackend:
         # use_mmap=False: a memory-mapped file that is truncated or replaced under a running app kills it with SIGBUS
         try: self.llm = Llama(str(self.path), n_threads=threads or os.cpu_count(), n_ctx=context_length, use_mmap=False, verbose=False)
         except Exception as e: raise ModelFileError(f"llama.cpp could not load {self.path}: {e}") from None
-        self.context_length = context_length
+        import llama_cpp
+        self.context_length, self._tokenizer, self._vocab = context_length, None, llama_cpp.llama_model_get_vocab(self.llm.model)
         self.lock = threading.Lock()  # one Llama object must not serve two requests at once
 
     def tokenize(self, prompt: str) -> list[int]:
         "Token ids of a prompt rendered by `agent_loop.format`: its markup becomes control tokens, and `escape` saw to it that nothing else can."
         return self.llm.tokenize(prompt.encode(), add_bos=True, special=True)
 
-    def complete(self, prompt: str, max_tokens: int = 128, on_text=None) -> Completion:
-        "The greedy continuation of `prompt`, up to the end of the model's turn; `on_text`, if given, receives each piece of text as it is generated."
+    def guidance_tokenizer(self):
+        "llguidance's view of this model's vocabulary, the end of turn as its end token; built on first use (about 2 s for Gemma's 262k tokens)."
+        if self._tokenizer is None:
+            from llguidance.llamacpp import lltokenizer_from_vocab
+            self._tokenizer = lltokenizer_from_vocab(self._vocab, eos_token=self.llm.tokenize(END.encode(), add_bos=False, special=True)[0])
+        return self._tokenizer
+
+    def _logits(self):
+        import llama_cpp, numpy as np
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1), shape=(self.llm.n_vocab(),))
+
+    def _prefill(self, ids: list[int]):
+        "Evaluate the prompt `ids`, reusing the cached keys and values of the prefix it shares with the last one (the turns before it); the first reply token's scores."
+        keep = 0
+        for a, b in zip(self.llm._input_ids, ids[:-1]):
+            if a != b: break
+            keep += 1
+        if keep == 0: self.llm.reset()
+        self.llm.n_tokens = keep
+        self.llm.eval(ids[keep:])
+        return self._logits()
+
+    def _step(self, ids: list[int]):
+        self.llm.eval(ids)
+        return self._logits()
+
+    def complete(self, prompt: str, max_tokens: int = 128, on_text=None, tools: list[dict] | None = None, call_threshold: float = 0.5) -> Completion:
+        """The greedy continuation of `prompt`, up to the end of the model's turn; `on_text`, if given, receives each piece of text as it is generated.
+        With `tools`, decoded as `agent_loop.decoding.decode` says: a tool call when P(call) ≥ `call_threshold`, inside the tools' schemas; else an answer."""
+        import llama_cpp
         ids = self.tokenize(prompt)
         check_fits(len(ids), max_tokens, self.context_length)
         with self.lock:
             t0 = time.time()
-            if on_text is None:
-                out = self.llm.create_completion(ids, max_tokens=max_tokens, temperature=0.0, stop=[END])
-                return Completion(out["choices"][0]["text"], out["usage"]["completion_tokens"], time.time() - t0)
-            pieces = []
-            for chunk in self.llm.create_completion(ids, max_tokens=max_tokens, temperature=0.0, stop=[END], stream=True):
-                if piece := chunk["choices"][0]["text"]: pieces.append(piece); on_text(piece)
-            text = "".join(pieces)
-            return Completion(text, len(self.llm.tokenize(text.encode(), add_bos=False, special=True)), time.time() - t0)
+            out = decode(self._prefill(ids), self._step, lambda t: self.llm.detokenize(t, special=True), lambda t: llama_cpp.llama_vocab_is_eog(self._vocab, t),
+                         self.guidance_tokenizer() if tools else None, tools, max_tokens, call_threshold, on_text)
+            return Completion(out.text, len(out.tokens), time.time() - t0, out.call_probability, out.decision)
 
     def close(self):
         "Free the model now rather than at interpreter exit."
@@ -100,7 +127,8 @@ class OllamaBackend:
                 tokens = part.get("eval_count") or tokens
         return Completion(reply_from_ollama(reply), tokens, time.time() - t0)
 
-    def complete(self, prompt: str, max_tokens: int = 128, on_text=None) -> Completion:
+    def complete(self, prompt: str, max_tokens: int = 128, on_text=None, tools=None, call_threshold: float = 0.5) -> Completion:
+        "The raw continuation of `prompt`. Ollama decodes it freely: its API has neither token masks nor a logit bias, so `tools` and `call_threshold` cannot apply."
         t0 = time.time()
         options = {"temperature": 0, "num_predict": max_tokens, "stop": [END]}
         if on_text is None:
@@ -132,8 +160,8 @@ class TransformersBackend:
         "Token ids of a rendered prompt, with BOS; its markup becomes control tokens as in llama.cpp."
         return self.tok(prompt, add_special_tokens=True)["input_ids"]
 
-    def complete(self, prompt: str, max_tokens: int = 128, on_text=None) -> Completion:
-        "The greedy continuation of `prompt` up to the end of the model's turn (not included)."
+    def complete(self, prompt: str, max_tokens: int = 128, on_text=None, tools=None, call_threshold: float = 0.5) -> Completion:
+        "The greedy continuation of `prompt` up to the end of the model's turn (not included); decoded freely (`tools` and `call_threshold` are not applied here)."
         import torch
         ids = self.tokenize(prompt)
         check_fits(len(ids), max_tokens, self.context_length)
@@ -160,13 +188,13 @@ class LlamaCppPool:
         first = LlamaCppBackend(gguf, sha256, per_context, context_length)  # checks the file and its sha256
         self.contexts = [first] + [LlamaCppBackend(first.path, sha256, per_context, context_length) for _ in range(size - 1)]
         self.free, self.wait_seconds = queue.Queue(), wait_seconds
-        for c in self.contexts: self.free.put(c)
+        for c in self.contexts: c.guidance_tokenizer(); self.free.put(c)  # built now, not in the first turn
 
-    def complete(self, prompt: str, max_tokens: int = 128, on_text=None) -> Completion:
+    def complete(self, prompt: str, max_tokens: int = 128, on_text=None, tools: list[dict] | None = None, call_threshold: float = 0.5) -> Completion:
         import queue
         try: context = self.free.get(timeout=self.wait_seconds)
         except queue.Empty: raise Busy(f"all {len(self.contexts)} model contexts stayed busy for {self.wait_seconds:g} s") from None
-        try: return context.complete(prompt, max_tokens, on_text)
+        try: return context.complete(prompt, max_tokens, on_text, tools, call_threshold)
         finally: self.free.put(context)
 
     def close(self):
@@ -187,8 +215,10 @@ class _AnswerText:
             self.answer, piece = not head.startswith(CALL_OPEN), self.text
         if self.answer: self.on_event({"type": "text", "text": piece})
 
-def run_agent(messages: list[dict], backend, tools: list[Tool] = DEFAULT_TOOLS, max_steps: int = 4, max_new_tokens: int = 192, on_event=None) -> tuple[list[dict], dict]:
-    "New messages that answer the last user message in `messages`, and generation stats; `on_event`, if given, receives them as they come (streaming)."
+def run_agent(messages: list[dict], backend, tools: list[Tool] = DEFAULT_TOOLS, max_steps: int = 4, max_new_tokens: int = 192, on_event=None,
+              call_threshold: float = 0.5) -> tuple[list[dict], dict]:
+    """New messages that answer the last user message in `messages`, and generation stats; `on_event`, if given, receives them as they come (streaming).
+    A backend that renders prompts from this project's format decodes under the tools' constraint, calling when P(call) ≥ `call_threshold` (the model's manifest records the fitted one)."""
     schemas, new, stats, started = tool_schemas(tools), [], {"tokens": 0, "seconds": 0.0, "steps": 0}, time.time()
     def add(*ms):
         for m in ms:
@@ -199,7 +229,7 @@ def run_agent(messages: list[dict], backend, tools: list[Tool] = DEFAULT_TOOLS, 
         streaming = {"on_text": _AnswerText(on_event, started, stats)} if on_event else {}
         try:
             if hasattr(backend, "chat"): out = backend.chat(messages + new, schemas, max_new_tokens, **streaming)  # a backend that renders the prompt itself (Ollama's template)
-            else: out = backend.complete(render(messages + new, schemas), max_new_tokens, **streaming)
+            else: out = backend.complete(render(messages + new, schemas), max_new_tokens, tools=schemas, call_threshold=call_threshold, **streaming)
         except ContextOverflow as e: add({"role": "assistant", "content": f"⚠️ {e}. Start a new chat.", "error": "context_overflow"}); break
         except Busy: add({"role": "assistant", "content": "⚠️ The server is busy; please try again in a moment.", "error": "busy"}); break
         except Exception as e: add({"role": "assistant", "content": f"⚠️ The model backend failed: {type(e).__name__}: {e}", "error": "backend"}); break
