@@ -11,7 +11,7 @@ import gradio as gr
 from .config import load_settings
 from .format import check_messages
 from .interactions import InteractionLog, LogWriteError
-from .registry import ModelFileError, read_current
+from .registry import ModelFileError, current_manifest, read_current
 from .serving import LlamaCppPool, OllamaBackend, run_agent
 from .format import signature
 from .ops import Metrics, ModelReloader, configure_logging, request_id
@@ -24,11 +24,11 @@ __all__ = ['MAX_UPLOAD_BYTES', 'load_backend', 'served_toolset', 'Agent', 'strea
 
 # %% ../nbs/12_app.ipynb #c005
 def load_backend(settings):
-    "The configured backend for the promoted model, and that model's version and sha256."
+    "The configured backend for the promoted model, and that model's version, sha256 and call threshold (from its manifest; Ollama cannot apply it)."
     current = read_current(settings.path("current"), settings.root)
     if current is None:
         raise ModelFileError(f"no promoted model in {settings.path('current')}. Run `dvc repro` (or `make demo`) to train, evaluate and export one.")
-    info = {"version": current["version"], "sha256": current["sha256"]}
+    info = {"version": current["version"], "sha256": current["sha256"], "call_threshold": current_manifest(current, settings.root).get("call_threshold", 0.5)}
     if settings.serving.backend == "ollama":
         return OllamaBackend(settings.serving.ollama_model or f"agent-loop:{current['version']}", settings.serving.ollama_host), info | {"backend": "ollama"}
     s = settings.serving
@@ -39,12 +39,7 @@ def served_toolset(settings) -> Toolset:
     "The toolset the promoted model was trained with, as its manifest records it, loaded and checked; a `ModelFileError` or `ToolsetError` saying what is wrong."
     current = read_current(settings.path("current"), settings.root)
     if current is None: raise ModelFileError(f"no promoted model in {settings.path('current')}. Run `dvc repro` (or `make demo`) to train, evaluate and export one.")
-    path = (settings.root / current["gguf"]).with_name("manifest.json")
-    try: manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e: raise ModelFileError(f"{path}: cannot read the model's manifest ({type(e).__name__}); promote a registry version again") from None
-    if not isinstance(manifest, dict) or manifest.get("sha256") != current["sha256"]:
-        raise ModelFileError(f"{path} does not describe the promoted GGUF {current['sha256'][:12]}…; promote a registry version again")
-    return load_recorded_toolset(manifest.get("toolset"), settings.root)
+    return load_recorded_toolset(current_manifest(current, settings.root).get("toolset"), settings.root)
 
 # %% ../nbs/12_app.ipynb #c007
 _log = logging.getLogger("agent_loop.app")  # the app's own JSON log lines; `Agent.log` is the interaction log
@@ -85,7 +80,8 @@ class Agent:
         else:
             user = {"role": "user", "content": message}
             # always streamed: the time to the first token is measured even when nobody watches
-            new, stats = run_agent(conversation + [user], backend, self.tools, self.max_steps, self.max_new_tokens, on_event=on_event or (lambda event: None))
+            new, stats = run_agent(conversation + [user], backend, self.tools, self.max_steps, self.max_new_tokens, on_event=on_event or (lambda event: None),
+                                   call_threshold=model_info.get("call_threshold", 0.5))
         full = conversation + [user] + new
         turn_id = self.log.log_turn(self.redact(full), model_info, session_id, stats, turn_start=len(conversation), request_id=request_id)
         seconds = time.perf_counter() - started

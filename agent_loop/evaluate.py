@@ -4,15 +4,16 @@
 
 # %% ../nbs/10_evaluate.ipynb #c003
 from __future__ import annotations
-import hashlib, json, os, re, tempfile
+import dataclasses, hashlib, json, math, os, re, tempfile
 from pathlib import Path
 from .format import parse_reply, render
 from .bfcl import check_calls, load_suite
 from .serving import Completion
 
 # %% auto #0
-__all__ = ['expected_calls', 'mentions', 'eval_cases', 'bfcl_cases', 'score_case', 'summarize', 'evaluate_model', 'gate',
-           'base_gguf', 'build_gguf', 'CompletionCache', 'score_gguf', 'evaluate_candidate']
+__all__ = ['DECODING', 'expected_calls', 'mentions', 'eval_cases', 'bfcl_cases', 'score_case', 'wilson', 'summarize',
+           'evaluate_model', 'gate', 'decision_curve', 'roc_auc', 'fit_call_threshold', 'base_gguf', 'build_gguf',
+           'CompletionCache', 'gguf_cache', 'score_gguf', 'evaluate_candidate']
 
 # %% ../nbs/10_evaluate.ipynb #c005
 def expected_calls(calls: list[dict], tools: list[dict]) -> list[dict]:
@@ -74,6 +75,13 @@ def score_case(case: dict, output: str) -> dict:
     return row | {"correct": reply.kind == "answer" and not missing,
                   "why": "called a tool instead of answering" if reply.kind == "calls" else f"the answer lacks {', '.join(missing)[:120]}" if missing else ""}
 
+def wilson(k: int, n: int, z: float = 1.96) -> list[float] | None:
+    "The Wilson score interval (95 % by default) of a rate of `k` in `n`: where the true rate lies, given so few cases."
+    if n == 0: return None
+    p, d = k / n, 1 + z * z / n
+    centre, half = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
 def _rate(rows, key="correct"):
     rows = list(rows)
     return round(sum(bool(r[key]) for r in rows) / len(rows), 4) if rows else None
@@ -84,21 +92,29 @@ def summarize(rows: list[dict]) -> dict:
     first = [r for r in own if r["step"] == "first"]
     groups = {}
     for r in rows: groups.setdefault(f"{r['suite']}/{'answer' if r['step'] == 'final' else r['category']}", []).append(r)
+    # BFCL's own checker counts a reply it cannot parse as an abstention; the score above counts only a well-formed answer
+    lenient = {f"{k} (bfcl-lenient)": _rate({**r, "correct": r["correct"] or not r["format_valid"]} for r in v) for k, v in groups.items() if k.endswith("/irrelevance")}
     return {"tool_call_accuracy": _rate(r for r in first if r["category"] != "irrelevance"),
             "no_call_accuracy": _rate(r for r in first if r["category"] == "irrelevance"),
             "answer_accuracy": _rate(r for r in own if r["step"] == "final"),
             "format_valid_rate": _rate(own, "format_valid"), "cases": len(rows),
-            "categories": {k: _rate(v) for k, v in sorted(groups.items())}, "category_cases": {k: len(v) for k, v in sorted(groups.items())}}
+            "categories": {k: _rate(v) for k, v in sorted(groups.items())}, "category_cases": {k: len(v) for k, v in sorted(groups.items())},
+            "intervals": {k: wilson(sum(bool(r["correct"]) for r in v), len(v)) for k, v in sorted(groups.items())},
+            "lenient": dict(sorted(lenient.items()))}
 
 # %% ../nbs/10_evaluate.ipynb #c009
-def evaluate_model(backend, cases: list[dict], max_new_tokens: int = 96, progress: bool = True, desc: str = "evaluate") -> tuple[dict, list[dict]]:
-    "Metrics and per-case rows for `backend` on `cases`, decoding greedily."
+def evaluate_model(backend, cases: list[dict], max_new_tokens: int = 96, progress: bool = True, desc: str = "evaluate",
+                   call_threshold: float = 0.5) -> tuple[dict, list[dict]]:
+    "Metrics and per-case rows for `backend` on `cases`, decoding greedily as the app does: calls held to the case's tools, a call when P(call) ≥ `call_threshold`."
     from tqdm.auto import tqdm
     rows, tokens, seconds = [], 0, 0.0
     for case in tqdm(cases, desc=desc, disable=not progress, mininterval=5):
-        try: out = backend.complete(render(case["prompt"], case["tools"]), max_new_tokens); text = out.text; tokens += out.tokens; seconds += out.seconds
+        p = None
+        try:
+            out = backend.complete(render(case["prompt"], case["tools"]), max_new_tokens, tools=case["tools"], call_threshold=call_threshold)
+            text, p = out.text, out.call_probability; tokens += out.tokens; seconds += out.seconds
         except Exception as e: text = f"<backend error: {e}>"
-        rows.append(score_case(case, text))
+        rows.append(score_case(case, text) | {"call_probability": p})
     metrics = summarize(rows) | {"decode_tokens_per_s": round(tokens / seconds, 1) if seconds else None}
     return metrics, rows
 
@@ -118,9 +134,35 @@ def gate(candidate: dict, base: dict, current: dict | None, g) -> tuple[bool, li
     for cat, now in (candidate.get("categories") or {}).items():
         was = (current.get("categories") or {}).get(cat)
         if now is None or was is None or counts.get(cat, 0) < g.min_category_cases: continue
-        if now < was - g.max_category_regression:
-            why.append(f"{cat}: {now:.2f} is below the current model's {was:.2f} by more than {g.max_category_regression:.2f}")
+        if now < was - g.max_category_regression and (was - now) * counts[cat] > 2.5:  # never on one or two items
+            why.append(f"{cat}: {now:.2f} is below the current model's {was:.2f} by more than {g.max_category_regression:.2f} ({round((was - now) * counts[cat])} of {counts[cat]} cases)")
     return not why, why
+
+# %% ../nbs/10_evaluate.ipynb #c015bx
+def decision_curve(probabilities: list[float], should_call: list[bool]) -> list[dict]:
+    "For each threshold where a decision changes: the share of should-call cases that call (P ≥ threshold), and of the others that answer."
+    calls, abstains = [p for p, y in zip(probabilities, should_call) if y], [p for p, y in zip(probabilities, should_call) if not y]
+    cuts = sorted(set(probabilities))
+    thresholds = [0.0] + [(a + b) / 2 for a, b in zip(cuts, cuts[1:])] + [min(1.0, cuts[-1] + 1e-6) if cuts else 1.0]
+    return [{"threshold": round(t, 6), "calls_when_needed": round(sum(p >= t for p in calls) / len(calls), 4) if calls else None,
+             "abstains_when_not": round(sum(p < t for p in abstains) / len(abstains), 4) if abstains else None} for t in thresholds]
+
+def roc_auc(probabilities: list[float], should_call: list[bool]) -> float | None:
+    "The chance that a random should-call case gets a higher P(call) than a random should-answer one (ties count half); None without both kinds."
+    pos, neg = [p for p, y in zip(probabilities, should_call) if y], [p for p, y in zip(probabilities, should_call) if not y]
+    if not pos or not neg: return None
+    return round(sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / (len(pos) * len(neg)), 4)
+
+def fit_call_threshold(probabilities: list[float], should_call: list[bool], default: float = 0.5) -> tuple[float, str]:
+    "The threshold with the best balanced accuracy on these cases (the middle one of equally good ones), and how it was found; `default` when the cases lack one kind."
+    if not any(should_call): return default, f"default {default}: the validation split has no case that should call"
+    if all(should_call): return default, f"default {default}: the validation split has no case that should answer"
+    curve = decision_curve(probabilities, should_call)
+    best = max(r["calls_when_needed"] + r["abstains_when_not"] for r in curve)
+    ties = [r for r in curve if r["calls_when_needed"] + r["abstains_when_not"] == best]
+    pick = ties[len(ties) // 2]
+    return pick["threshold"], (f"fitted on {len(should_call)} validation first turns ({sum(should_call)} should call): "
+                               f"calls {pick['calls_when_needed']:.2f} of the time when needed, answers {pick['abstains_when_not']:.2f} when not")
 
 # %% ../nbs/10_evaluate.ipynb #c017
 def _atomic_build(out: Path, build) -> Path:
@@ -147,38 +189,54 @@ def build_gguf(base, adapter_dir: Path, out: Path, quantization: str, threads: i
         return quantize_gguf(f16, tmp / "model.gguf", quantization, threads)
     return _atomic_build(out, build)
 
+DECODING = "schema-v1"  # in every cache key: a change to how replies are decoded (nbs/19_decoding) regenerates them
+
 class CompletionCache:
     """Greedy completions of one model, appended to a JSONL file by prompt: a prompt seen before is answered from the file, and
     the model is only loaded (by `open_backend()`) when a prompt is new. Scores are always recomputed from the completions, so
-    scoring code may change freely; the prompt text is the key, so a format change regenerates what it changes."""
+    scoring code may change freely; the prompt text is the key, so a format change regenerates what it changes.
+    With tools, P(call) is kept per prompt and the two ways a reply can go (a call, an answer) each under its own key, so that a new
+    call threshold re-decides from the kept probabilities and only generates the branches it has not seen."""
     def __init__(self, path: Path, open_backend):
         self.path, self.open_backend, self.backend, self.done, self.generated = Path(path), open_backend, None, {}, 0
         if self.path.exists():
             for line in self.path.read_text().splitlines():
-                try: r = json.loads(line); self.done[r["key"]] = Completion(r["text"], r["tokens"], r["seconds"])
+                try: r = json.loads(line); self.done[r["key"]] = Completion(r["text"], r["tokens"], r["seconds"], r.get("call_probability"), r.get("decision", "free"))
                 except (ValueError, KeyError, TypeError): continue  # a line torn by a killed run: that prompt is generated again
     @staticmethod
-    def key(prompt: str, max_tokens: int) -> str: return hashlib.sha256(json.dumps([prompt, max_tokens]).encode()).hexdigest()
-    def complete(self, prompt: str, max_tokens: int = 96) -> Completion:
-        k = self.key(prompt, max_tokens)
+    def key(prompt: str, max_tokens: int, branch: str = "free") -> str: return hashlib.sha256(json.dumps([prompt, max_tokens, branch, DECODING]).encode()).hexdigest()
+    def _get(self, k: str, generate) -> Completion:
         if k in self.done: return self.done[k]
         if self.backend is None: self.backend = self.open_backend()
-        out = self.done[k] = self.backend.complete(prompt, max_tokens)
+        out = self.done[k] = generate(self.backend)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f: f.write(json.dumps({"key": k, "text": out.text, "tokens": out.tokens, "seconds": out.seconds}) + "\n")
+        with open(self.path, "a") as f: f.write(json.dumps({"key": k} | dataclasses.asdict(out)) + "\n")
         self.generated += 1
         return out
+    def call_probability(self, prompt: str, tools: list[dict]) -> float:
+        "P(call) at the first token of the reply to `prompt`."
+        return self._get(self.key(prompt, 0, "p"), lambda b: b.complete(prompt, 1, tools=tools, call_threshold=2.0)).call_probability
+    def complete(self, prompt: str, max_tokens: int = 96, tools: list[dict] | None = None, call_threshold: float = 0.5) -> Completion:
+        if not tools: return self._get(self.key(prompt, max_tokens), lambda b: b.complete(prompt, max_tokens))
+        p = self.call_probability(prompt, tools)
+        branch = "call" if p >= call_threshold else "answer"
+        out = self._get(self.key(prompt, max_tokens, branch), lambda b: b.complete(prompt, max_tokens, tools=tools, call_threshold=0.0 if branch == "call" else 2.0))
+        return dataclasses.replace(out, call_probability=p, decision=branch)
     def close(self):
         if self.backend is not None: self.backend.close()
 
-def score_gguf(gguf: Path, sha256: str, cases: list[dict], max_new_tokens: int, cache_dir: Path, threads: int = 0, context_length: int = 2048,
-               desc: str = "evaluate", progress: bool = True) -> tuple[dict, list[dict]]:
-    "`evaluate_model` on the GGUF at `gguf` (checked against `sha256`) through llama.cpp, generating only completions not yet in its `CompletionCache`."
+def gguf_cache(gguf: Path, sha256: str, cache_dir: Path, threads: int = 0, context_length: int = 2048) -> CompletionCache:
+    "The `CompletionCache` of the GGUF at `gguf` (checked against `sha256` when it is loaded), served by llama.cpp."
     from agent_loop.serving import LlamaCppBackend
-    cache = CompletionCache(Path(cache_dir).expanduser() / "completions" / f"{sha256}.jsonl", lambda: LlamaCppBackend(gguf, sha256, threads, context_length))
-    try: metrics, rows = evaluate_model(cache, cases, max_new_tokens, progress, desc)
+    return CompletionCache(Path(cache_dir).expanduser() / "completions" / f"{sha256}.jsonl", lambda: LlamaCppBackend(gguf, sha256, threads, context_length))
+
+def score_gguf(gguf: Path, sha256: str, cases: list[dict], max_new_tokens: int, cache_dir: Path, threads: int = 0, context_length: int = 2048,
+               desc: str = "evaluate", progress: bool = True, call_threshold: float = 0.5) -> tuple[dict, list[dict]]:
+    "`evaluate_model` on the GGUF at `gguf` (checked against `sha256`) through llama.cpp, generating only completions not yet in its `CompletionCache`."
+    cache = gguf_cache(gguf, sha256, cache_dir, threads, context_length)
+    try: metrics, rows = evaluate_model(cache, cases, max_new_tokens, progress, desc, call_threshold)
     finally: cache.close()
-    return metrics | {"generated": cache.generated}, rows
+    return metrics | {"generated": cache.generated, "call_threshold": call_threshold}, rows
 
 
 # %% ../nbs/10_evaluate.ipynb #c019
@@ -193,7 +251,7 @@ def evaluate_candidate(params, settings, progress: bool = True) -> tuple[dict, l
     "Build the candidate's shipped GGUF, score base, candidate and current on the test split and BFCL, apply the gate; return the report and every scored case."
     from agent_loop.data import load_split
     from agent_loop.models import resolve_base
-    from agent_loop.registry import read_current, sha256_file
+    from agent_loop.registry import current_manifest, read_current, sha256_file
     ev, root, cache, threads = params.evaluate, settings.root, settings.path("cache"), settings.serving.threads
     rows = _interleave(load_split(settings.path("processed") / "test.jsonl"))
     cases = eval_cases(rows[:ev.max_examples] if ev.max_examples else rows) + bfcl_cases(ev.bfcl_suites, ev.bfcl_examples, cache, params.data.seed)
@@ -204,13 +262,28 @@ def evaluate_candidate(params, settings, progress: bool = True) -> tuple[dict, l
     current = read_current(settings.path("current"), root)
     if current: ggufs["current"] = root / current["gguf"]
     shas = {who: current["sha256"] if who == "current" else sha256_file(gguf) for who, gguf in ggufs.items()}
-    results, scored = {}, []
+    # the decision to call is fitted on validation first turns (never test or benchmark items); the current model keeps the threshold it was promoted with
+    val = [c for c in eval_cases(load_split(settings.path("processed") / "val.jsonl")) if c["step"] == "first"]
+    should_call = [bool(c["expected"]) for c in val]
+    results, scored, decisions = {}, [], {}
     for who, gguf in ggufs.items():
-        results[who], rows = score_gguf(gguf, shas[who], cases, ev.max_new_tokens, cache, threads, settings.serving.context_length, who, progress)
+        store = gguf_cache(gguf, shas[who], cache, threads, settings.serving.context_length)
+        try:
+            ps = [store.call_probability(render(c["prompt"], c["tools"]), c["tools"]) for c in val]
+            threshold, how = ((current_manifest(current, root).get("call_threshold", 0.5), "the threshold it was promoted with") if who == "current"
+                              else fit_call_threshold(ps, should_call))
+            decisions[who] = {"call_threshold": threshold, "how": how, "auc_validation": roc_auc(ps, should_call), "curve": decision_curve(ps, should_call)}
+            metrics, rows = evaluate_model(store, cases, ev.max_new_tokens, progress, who, threshold)
+        finally: store.close()
+        first = [r for r in rows if r["step"] == "first" and r["call_probability"] is not None]
+        for suite in sorted({r["suite"] for r in first}):
+            decisions[who][f"auc_{suite}"] = roc_auc([r["call_probability"] for r in first if r["suite"] == suite], [r["category"] != "irrelevance" for r in first if r["suite"] == suite])
+        results[who] = metrics | {"generated": store.generated, "call_threshold": threshold}
         scored += [r | {"model": who} for r in rows]
     promoted, reasons = gate(results["candidate"], results["base"], results.get("current"), ev.gate)
     report = {"base": results["base"], "candidate": results["candidate"], "current": results.get("current"),
               "current_version": current["version"] if current else None, "current_sha256": current["sha256"] if current else None, "promoted": promoted, "reasons": reasons,
               "candidate_gguf": str(candidate.relative_to(root)), "candidate_sha256": shas["candidate"], "quantization": params.export.quantization,
-              "candidate_adapter_sha256": sha256_file(adapter / "adapter_model.safetensors")}
+              "candidate_adapter_sha256": sha256_file(adapter / "adapter_model.safetensors"),
+              "call_threshold": decisions["candidate"]["call_threshold"], "decisions": decisions}
     return report, scored

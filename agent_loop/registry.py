@@ -8,8 +8,8 @@ import datetime, hashlib, json, os, re, tempfile
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ModelFileError', 'sha256_file', 'write_json_atomic', 'check_gguf', 'new_version', 'list_versions', 'read_current',
-           'promote']
+__all__ = ['ModelFileError', 'sha256_file', 'write_json_atomic', 'check_gguf', 'current_manifest', 'new_version', 'list_versions',
+           'read_current', 'promote']
 
 # %% ../nbs/05_registry.ipynb #c004
 class ModelFileError(RuntimeError):
@@ -47,6 +47,15 @@ def check_gguf(path: Path, sha256: str) -> Path:
     return path
 
 # %% ../nbs/05_registry.ipynb #c008
+def current_manifest(current: dict, root: Path) -> dict:
+    "The manifest of the promoted model `current` (as `read_current` returns it), checked to describe that very GGUF; a `ModelFileError` saying what to do otherwise."
+    path = (Path(root) / current["gguf"]).with_name("manifest.json")
+    try: manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e: raise ModelFileError(f"{path}: cannot read the model's manifest ({type(e).__name__}); promote a registry version again") from None
+    if not isinstance(manifest, dict) or manifest.get("sha256") != current["sha256"]:
+        raise ModelFileError(f"{path} does not describe the promoted GGUF {current['sha256'][:12]}…; promote a registry version again")
+    return manifest
+
 def new_version(registry: Path, sha256: str) -> Path:
     "A new, empty version folder, named by time and GGUF hash so that names sort by age."
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")

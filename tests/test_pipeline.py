@@ -207,7 +207,7 @@ def test_the_app_serves_the_toolset_the_model_was_trained_with(project):
     assert "`tide_times`" in " ".join(str(c.get("props", {}).get("value", "")) for c in demo.config["components"])
     class Scripted:  # the tiny random model cannot call a tool; this stands in for its output only, the tool runs for real
         outs = ['<tool_call>{"name": "berth_fee", "arguments": {"length_m": 8, "nights": 2}}</tool_call>', "40 euros."]
-        def complete(self, prompt, max_tokens=128, on_text=None): return Completion(self.outs.pop(0), 3, 0.1)
+        def complete(self, prompt, max_tokens=128, on_text=None, **decoding): return Completion(self.outs.pop(0), 3, 0.1)
     real = agent.backend; agent.swap(Scripted(), agent.model_info)
     turn = agent.turn("What does an 8 m boat pay for 2 nights?")
     real.close()
