@@ -28,7 +28,7 @@ def load_backend(settings):
     current = read_current(settings.path("current"), settings.root)
     if current is None:
         raise ModelFileError(f"no promoted model in {settings.path('current')}. Run `dvc repro` (or `make demo`) to train, evaluate and export one.")
-    info = {"version": current["version"], "sha256": current["sha256"], "call_threshold": current_manifest(current, settings.root).get("call_threshold", 0.5)}
+    info = {"version": current["version"], "sha256": current["sha256"], "call_threshold": current_manifest(current, settings.root).get("call_threshold")}
     if settings.serving.backend == "ollama":
         return OllamaBackend(settings.serving.ollama_model or f"agent-loop:{current['version']}", settings.serving.ollama_host), info | {"backend": "ollama"}
     s = settings.serving
@@ -81,7 +81,7 @@ class Agent:
             user = {"role": "user", "content": message}
             # always streamed: the time to the first token is measured even when nobody watches
             new, stats = run_agent(conversation + [user], backend, self.tools, self.max_steps, self.max_new_tokens, on_event=on_event or (lambda event: None),
-                                   call_threshold=model_info.get("call_threshold", 0.5))
+                                   call_threshold=model_info.get("call_threshold"))
         full = conversation + [user] + new
         turn_id = self.log.log_turn(self.redact(full), model_info, session_id, stats, turn_start=len(conversation), request_id=request_id)
         seconds = time.perf_counter() - started

@@ -77,8 +77,9 @@ def call_probability(logits: np.ndarray, opens_call: np.ndarray) -> float:
     return float(weights[opens_call].sum() / weights.sum())
 
 def decode(logits: np.ndarray, step, text_of, is_end, tokenizer, tools: list[dict] | None, max_tokens: int,
-           call_threshold: float = 0.5, on_text=None) -> Decoded:
-    "Greedy decoding from `logits`, the scores of the reply's first token; with `tools`, a call when P(call) ≥ `call_threshold`, its every token inside the calls grammar; else an answer that cannot open a call."
+           call_threshold: float | None = None, on_text=None) -> Decoded:
+    """Greedy decoding from `logits`, the scores of the reply's first token; with `tools`, a call when P(call) ≥ `call_threshold`
+    (None: when a call-opening token is the likeliest), its every token inside the calls grammar; else an answer that cannot open a call."""
     n_vocab, tokens, text, decision, p_call, matcher = len(logits), [], "", "free", None, None
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
     if tools:
@@ -87,7 +88,7 @@ def decode(logits: np.ndarray, step, text_of, is_end, tokenizer, tools: list[dic
         mask = allocate_token_bitmask(1, tokenizer.vocab_size)
         allowed = _allowed(matcher, mask, n_vocab)
         p_call = call_probability(logits, allowed)
-        decision = "call" if p_call >= call_threshold else "answer"
+        decision = "call" if (allowed[int(np.argmax(logits))] if call_threshold is None else p_call >= call_threshold) else "answer"
         if decision == "answer": logits, matcher = np.where(allowed, -np.inf, logits), None
     while len(tokens) < max_tokens:
         if matcher is not None:

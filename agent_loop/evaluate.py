@@ -104,7 +104,7 @@ def summarize(rows: list[dict]) -> dict:
 
 # %% ../nbs/10_evaluate.ipynb #c009
 def evaluate_model(backend, cases: list[dict], max_new_tokens: int = 96, progress: bool = True, desc: str = "evaluate",
-                   call_threshold: float = 0.5) -> tuple[dict, list[dict]]:
+                   call_threshold: float | None = None) -> tuple[dict, list[dict]]:
     "Metrics and per-case rows for `backend` on `cases`, decoding greedily as the app does: calls held to the case's tools, a call when P(call) ≥ `call_threshold`."
     from tqdm.auto import tqdm
     rows, tokens, seconds = [], 0, 0.0
@@ -153,10 +153,10 @@ def roc_auc(probabilities: list[float], should_call: list[bool]) -> float | None
     if not pos or not neg: return None
     return round(sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / (len(pos) * len(neg)), 4)
 
-def fit_call_threshold(probabilities: list[float], should_call: list[bool], default: float = 0.5) -> tuple[float, str]:
-    "The threshold with the best balanced accuracy on these cases (the middle one of equally good ones), and how it was found; `default` when the cases lack one kind."
-    if not any(should_call): return default, f"default {default}: the validation split has no case that should call"
-    if all(should_call): return default, f"default {default}: the validation split has no case that should answer"
+def fit_call_threshold(probabilities: list[float], should_call: list[bool]) -> tuple[float | None, str]:
+    "The threshold with the best balanced accuracy on these cases (the middle one of equally good ones), and how it was found; None (decide greedily) when the cases lack one kind."
+    if not any(should_call): return None, "greedy: the validation split has no case that should call"
+    if all(should_call): return None, "greedy: the validation split has no case that should answer"
     curve = decision_curve(probabilities, should_call)
     best = max(r["calls_when_needed"] + r["abstains_when_not"] for r in curve)
     ties = [r for r in curve if r["calls_when_needed"] + r["abstains_when_not"] == best]
@@ -213,13 +213,17 @@ class CompletionCache:
         with open(self.path, "a") as f: f.write(json.dumps({"key": k} | dataclasses.asdict(out)) + "\n")
         self.generated += 1
         return out
+    def first_token(self, prompt: str, tools: list[dict]) -> Completion:
+        "The first token of the reply to `prompt`, decided greedily: its `call_probability` is P(call), its `decision` greedy decoding's."
+        return self._get(self.key(prompt, 0, "p"), lambda b: b.complete(prompt, 1, tools=tools))
     def call_probability(self, prompt: str, tools: list[dict]) -> float:
         "P(call) at the first token of the reply to `prompt`."
-        return self._get(self.key(prompt, 0, "p"), lambda b: b.complete(prompt, 1, tools=tools, call_threshold=2.0)).call_probability
-    def complete(self, prompt: str, max_tokens: int = 96, tools: list[dict] | None = None, call_threshold: float = 0.5) -> Completion:
+        return self.first_token(prompt, tools).call_probability
+    def complete(self, prompt: str, max_tokens: int = 96, tools: list[dict] | None = None, call_threshold: float | None = None) -> Completion:
         if not tools: return self._get(self.key(prompt, max_tokens), lambda b: b.complete(prompt, max_tokens))
-        p = self.call_probability(prompt, tools)
-        branch = "call" if p >= call_threshold else "answer"
+        first = self.first_token(prompt, tools)
+        p = first.call_probability
+        branch = first.decision if call_threshold is None else "call" if p >= call_threshold else "answer"
         out = self._get(self.key(prompt, max_tokens, branch), lambda b: b.complete(prompt, max_tokens, tools=tools, call_threshold=0.0 if branch == "call" else 2.0))
         return dataclasses.replace(out, call_probability=p, decision=branch)
     def close(self):
@@ -231,7 +235,7 @@ def gguf_cache(gguf: Path, sha256: str, cache_dir: Path, threads: int = 0, conte
     return CompletionCache(Path(cache_dir).expanduser() / "completions" / f"{sha256}.jsonl", lambda: LlamaCppBackend(gguf, sha256, threads, context_length))
 
 def score_gguf(gguf: Path, sha256: str, cases: list[dict], max_new_tokens: int, cache_dir: Path, threads: int = 0, context_length: int = 2048,
-               desc: str = "evaluate", progress: bool = True, call_threshold: float = 0.5) -> tuple[dict, list[dict]]:
+               desc: str = "evaluate", progress: bool = True, call_threshold: float | None = None) -> tuple[dict, list[dict]]:
     "`evaluate_model` on the GGUF at `gguf` (checked against `sha256`) through llama.cpp, generating only completions not yet in its `CompletionCache`."
     cache = gguf_cache(gguf, sha256, cache_dir, threads, context_length)
     try: metrics, rows = evaluate_model(cache, cases, max_new_tokens, progress, desc, call_threshold)
@@ -270,7 +274,7 @@ def evaluate_candidate(params, settings, progress: bool = True) -> tuple[dict, l
         store = gguf_cache(gguf, shas[who], cache, threads, settings.serving.context_length)
         try:
             ps = [store.call_probability(render(c["prompt"], c["tools"]), c["tools"]) for c in val]
-            threshold, how = ((current_manifest(current, root).get("call_threshold", 0.5), "the threshold it was promoted with") if who == "current"
+            threshold, how = ((current_manifest(current, root).get("call_threshold"), "the threshold it was promoted with (None: greedy)") if who == "current"
                               else fit_call_threshold(ps, should_call))
             decisions[who] = {"call_threshold": threshold, "how": how, "auc_validation": roc_auc(ps, should_call), "curve": decision_curve(ps, should_call)}
             metrics, rows = evaluate_model(store, cases, ev.max_new_tokens, progress, who, threshold)

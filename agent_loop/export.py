@@ -34,8 +34,9 @@ def model_card(m: dict) -> str:
         f"Gemma-family tool-calling agent, LoRA fine-tuned from `{m['base']['name']}` and quantised to {m['quantization']} GGUF.",
         f"Promoted: **{'yes' if m['promoted'] else 'no'}**" + ("" if m["promoted"] else f" ({'; '.join(ev.get('reasons') or ['gate not passed'])})"), "",
         "| metric | base | candidate | current |", "|---|---|---|---|", *rows, *cats, "",
-        f"Decoding: tool calls are held to the offered tools' schemas, and a reply calls a tool when P(call) at its first token is at least "
-        f"**{m.get('call_threshold', 0.5):g}** ({((ev.get('decisions') or {}).get('candidate') or {}).get('how', 'the default')}). "
+        "Decoding: tool calls are held to the offered tools' schemas, and a reply calls a tool when "
+        + (f"P(call) at its first token is at least **{m['call_threshold']:g}**" if m.get("call_threshold") is not None else "a call-opening token is the likeliest first token (greedy)")
+        + f" ({((ev.get('decisions') or {}).get('candidate') or {}).get('how', 'no threshold fitted')}). "
         "The app applies both through llama.cpp; an Ollama server decodes freely (no token masks or threshold in its API).", "",
         f"Tools ({len(tools)}, toolset sha256 `{str(ts.get('sha256'))[:12]}…` from {', '.join(m['spec'] for m in ts.get('toolsets', [])) or '?'}): "
         + ", ".join(f"`{t['name']}`" for t in tools), "",
@@ -67,7 +68,7 @@ def export_model(gguf: Path, evaluation: dict, params, settings, base: dict, tra
     manifest = {"version": version.name, "gguf": str((version / "model.gguf").relative_to(root)), "sha256": sha,
                 "size_bytes": (version / "model.gguf").stat().st_size, "quantization": evaluation["quantization"],
                 "base": base, "adapter_sha256": evaluation["candidate_adapter_sha256"], "training": training, "toolset": toolset,
-                "dataset_sha256": dataset_sha256, "interactions": interactions, "call_threshold": evaluation.get("call_threshold", 0.5), "code_commit": code_commit(root), "params": dataclasses.asdict(params),
+                "dataset_sha256": dataset_sha256, "interactions": interactions, "call_threshold": evaluation.get("call_threshold"), "code_commit": code_commit(root), "params": dataclasses.asdict(params),
                 "wandb_runs": wandb_runs, "evaluation": evaluation, "promoted": bool(evaluation["promoted"]),
                 "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     (version / "Modelfile").write_text(modelfile("model.gguf"))

@@ -76,7 +76,7 @@ class LlamaCppBackend:
         self.llm.eval(ids)
         return self._logits()
 
-    def complete(self, prompt: str, max_tokens: int = 128, on_text=None, tools: list[dict] | None = None, call_threshold: float = 0.5) -> Completion:
+    def complete(self, prompt: str, max_tokens: int = 128, on_text=None, tools: list[dict] | None = None, call_threshold: float | None = None) -> Completion:
         """The greedy continuation of `prompt`, up to the end of the model's turn; `on_text`, if given, receives each piece of text as it is generated.
         With `tools`, decoded as `agent_loop.decoding.decode` says: a tool call when P(call) ≥ `call_threshold`, inside the tools' schemas; else an answer."""
         import llama_cpp
@@ -127,7 +127,7 @@ class OllamaBackend:
                 tokens = part.get("eval_count") or tokens
         return Completion(reply_from_ollama(reply), tokens, time.time() - t0)
 
-    def complete(self, prompt: str, max_tokens: int = 128, on_text=None, tools=None, call_threshold: float = 0.5) -> Completion:
+    def complete(self, prompt: str, max_tokens: int = 128, on_text=None, tools=None, call_threshold: float | None = None) -> Completion:
         "The raw continuation of `prompt`. Ollama decodes it freely: its API has neither token masks nor a logit bias, so `tools` and `call_threshold` cannot apply."
         t0 = time.time()
         options = {"temperature": 0, "num_predict": max_tokens, "stop": [END]}
@@ -160,7 +160,7 @@ class TransformersBackend:
         "Token ids of a rendered prompt, with BOS; its markup becomes control tokens as in llama.cpp."
         return self.tok(prompt, add_special_tokens=True)["input_ids"]
 
-    def complete(self, prompt: str, max_tokens: int = 128, on_text=None, tools=None, call_threshold: float = 0.5) -> Completion:
+    def complete(self, prompt: str, max_tokens: int = 128, on_text=None, tools=None, call_threshold: float | None = None) -> Completion:
         "The greedy continuation of `prompt` up to the end of the model's turn (not included); decoded freely (`tools` and `call_threshold` are not applied here)."
         import torch
         ids = self.tokenize(prompt)
@@ -190,7 +190,7 @@ class LlamaCppPool:
         self.free, self.wait_seconds = queue.Queue(), wait_seconds
         for c in self.contexts: c.guidance_tokenizer(); self.free.put(c)  # built now, not in the first turn
 
-    def complete(self, prompt: str, max_tokens: int = 128, on_text=None, tools: list[dict] | None = None, call_threshold: float = 0.5) -> Completion:
+    def complete(self, prompt: str, max_tokens: int = 128, on_text=None, tools: list[dict] | None = None, call_threshold: float | None = None) -> Completion:
         import queue
         try: context = self.free.get(timeout=self.wait_seconds)
         except queue.Empty: raise Busy(f"all {len(self.contexts)} model contexts stayed busy for {self.wait_seconds:g} s") from None
@@ -216,7 +216,7 @@ class _AnswerText:
         if self.answer: self.on_event({"type": "text", "text": piece})
 
 def run_agent(messages: list[dict], backend, tools: list[Tool] = DEFAULT_TOOLS, max_steps: int = 4, max_new_tokens: int = 192, on_event=None,
-              call_threshold: float = 0.5) -> tuple[list[dict], dict]:
+              call_threshold: float | None = None) -> tuple[list[dict], dict]:
     """New messages that answer the last user message in `messages`, and generation stats; `on_event`, if given, receives them as they come (streaming).
     A backend that renders prompts from this project's format decodes under the tools' constraint, calling when P(call) ≥ `call_threshold` (the model's manifest records the fitted one)."""
     schemas, new, stats, started = tool_schemas(tools), [], {"tokens": 0, "seconds": 0.0, "steps": 0}, time.time()

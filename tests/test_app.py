@@ -150,3 +150,25 @@ def test_chat_stream_sends_the_turn_as_it_happens(app, trained_project):
     assert "".join(e["text"] for e in events if e["type"] == "text").strip() == final["answer"].strip() and "81" in final["answer"]
     assert final["stats"]["first_token_seconds"] < final["stats"]["seconds"]
     assert sum(r.get("id") == final["turn_id"] for r in log_records(trained_project)) == 1
+
+
+def test_the_manifest_call_threshold_decides_whether_the_agent_calls(trained_project, tmp_path):
+    "The decision to call follows the threshold the promoted model's manifest records: the app's own loader and agent, on the real model."
+    from agent_loop.app import Agent, load_backend
+    from agent_loop.config import load_settings
+    from agent_loop.interactions import InteractionLog
+    from agent_loop.registry import read_current
+    project = tmp_path / "project"
+    shutil.copytree(trained_project, project)
+    settings = load_settings(project)
+    manifest_path = (project / read_current(settings.path("current"), project)["gguf"]).with_name("manifest.json")
+    turns = {}
+    for threshold in (0.0, 1.01):  # every reply a call; no reply a call (P(call) never reaches 1.01)
+        manifest_path.write_text(json.dumps(json.loads(manifest_path.read_text()) | {"call_threshold": threshold}))
+        backend, info = load_backend(settings)
+        try:
+            assert info["call_threshold"] == threshold
+            turns[threshold] = Agent(backend, info, InteractionLog(tmp_path / f"log-{threshold}")).turn("What is 58 times 11?")["new_messages"]
+        finally: backend.close()
+    assert turns[0.0][0].get("tool_calls") and turns[0.0][0]["tool_calls"][0]["name"] == "calculator", turns[0.0]
+    assert not any(m.get("tool_calls") for m in turns[1.01]) and [m["role"] for m in turns[1.01]] == ["assistant"], turns[1.01]
