@@ -20,8 +20,9 @@ def main(gguf: Path, rounds: int = 5, tokens: int = 64):
     tools = tool_schemas()
     prompt = render([{"role": "user", "content": "Tell me about the history of the calculator in a few sentences."}], tools)
     call_prompt = render([{"role": "user", "content": "Convert 12.5 kilometres to miles, 3 feet to centimetres and 2 pounds to grams, and compute 3.75 * (12 + 9) / 4."}], tools)
-    ours = LlamaCppBackend(gguf, sha256_file(gguf), context_length=2048)
-    ours.guidance_tokenizer()  # built once per model, at load in the app
+    # one context per side, so that each finds its own prompt's prefix cached from its previous round, as the raw side does
+    ours, ours_call = (LlamaCppBackend(gguf, sha256_file(gguf), context_length=2048) for _ in range(2))
+    ours_call.guidance_tokenizer()  # built once per model, at load in the app
     from llama_cpp import Llama
     raw = Llama(str(gguf), n_threads=os.cpu_count(), n_ctx=2048, verbose=False)
     ids = raw.tokenize(prompt.encode(), add_bos=True, special=True)
@@ -30,7 +31,7 @@ def main(gguf: Path, rounds: int = 5, tokens: int = 64):
         t0 = time.time(); r = raw.create_completion(ids, max_tokens=tokens, temperature=0.0)
         speeds["raw llama-cpp-python"].append(r["usage"]["completion_tokens"] / (time.time() - t0))
         out = ours.complete(prompt, tokens, on_text=lambda piece: None); speeds["agent_loop free"].append(out.tokens / out.seconds)  # streamed, as the app decodes
-        out = ours.complete(call_prompt, tokens, on_text=lambda piece: None, tools=tools, call_threshold=0.0)
+        out = ours_call.complete(call_prompt, tokens, on_text=lambda piece: None, tools=tools, call_threshold=0.0)
         speeds["agent_loop constrained call"].append(out.tokens / out.seconds)
     med = {k: sorted(v)[len(v) // 2] for k, v in speeds.items()}
     base = med["raw llama-cpp-python"]
