@@ -4,7 +4,7 @@
 
 # %% ../nbs/19_decoding.ipynb #c003
 from __future__ import annotations
-import codecs, json, time
+import codecs, json
 from dataclasses import dataclass
 from functools import lru_cache
 import numpy as np
