@@ -1,6 +1,7 @@
 # make setup   create .venv with everything (quick when nothing changed)
 # make demo    setup, `dvc repro` on the embedded Gemma 3 270M, then launch the app
 # make test    setup (and Debian's chromium and golang-go where it can), then the whole test suite
+# make foundation  re-make the committed tool-reading adapter models/foundation (hours on 2 CPU cores, minutes on a GPU)
 # make large   the larger preset in presets/large.yaml as a DVC experiment (about 60 minutes of training)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -16,7 +17,7 @@ PYTAG := $(shell $(PYTHON) -c 'import sys; print(f"cp{sys.version_info[0]}{sys.v
 LLAMA_WHEELS := $(HOME)/.cache/agent-loop/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-nonative-$(PYTAG)
 STAMP := $(VENV)/.setup-complete
 
-.PHONY: setup browser golang demo pipeline large app test lab clean-venv
+.PHONY: setup browser golang demo pipeline foundation large app test lab clean-venv
 
 setup: $(STAMP)
 
@@ -36,6 +37,13 @@ $(STAMP): pyproject.toml Makefile
 
 pipeline: setup
 	$(BIN)/dvc repro
+
+# The foundation stage is frozen so that no `dvc repro` starts hours of training by accident: lifted for this run only.
+# Raising foundation.max_steps continues the committed run. Commit models/foundation, reports/ and dvc.lock afterwards.
+FROZEN := frozen: true  \# make foundation lifts this for its own run
+foundation: setup
+	sed -i 's/^    $(FROZEN)$$/    frozen: false  \# make foundation: running/' dvc.yaml
+	$(BIN)/dvc repro foundation; status=$$?; sed -i 's/^    frozen: false  \# make foundation: running$$/    $(FROZEN)/' dvc.yaml; exit $$status
 
 # every value of the preset as `-S section.key=value`, so that params.yaml itself stays the default
 large: setup

@@ -10,9 +10,10 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['QUANT_TYPES', 'ConfigError', 'DataParams', 'ToolsParams', 'ModelParams', 'TrainParams', 'GateParams',
-           'EvaluateParams', 'ExportParams', 'Params', 'from_dict', 'project_root', 'load_params', 'params_dict',
-           'AppSettings', 'ServingSettings', 'WandbSettings', 'PathSettings', 'Settings', 'load_settings']
+__all__ = ['QUANT_TYPES', 'ConfigError', 'DataParams', 'ToolsParams', 'ModelParams', 'TrainParams', 'FoundationParams',
+           'GateParams', 'EvaluateParams', 'ExportParams', 'Params', 'from_dict', 'project_root', 'load_params',
+           'params_dict', 'AppSettings', 'ServingSettings', 'WandbSettings', 'PathSettings', 'Settings',
+           'load_settings']
 
 # %% ../nbs/00_config.ipynb #c005
 class ConfigError(ValueError):
@@ -78,12 +79,22 @@ class TrainParams:
     backend: str = _opt("auto", _choices("auto", "unsloth", "peft"), "auto: Unsloth's FastLanguageModel on CUDA when the gpu extra is installed, supports the model and the run is bf16, else transformers + peft (always on CPU)")
     precision: str = _opt("fp32", _choices("fp32", "bf16", "auto"), "fp32 computes the same on every machine; auto: bf16 autocast where the CPU or GPU has bf16 units")
     first_token_weight: float = _opt(5.0, _positive, "loss weight of the first token of each model reply, where it decides between calling a tool and answering")
+    foundation: bool = _opt(True, help="start from the committed tool-reading foundation (models/foundation) when it was made for this base and LoRA shape; false: from the base")
     log_every: int = _opt(5, _positive)
     checkpoint_every: int = _opt(20, _non_negative, "steps between resumable checkpoints (0: none); a killed run resumes from its last one")
     preference: str = _opt("none", _choices("none", "kto", "dpo"), "after SFT, learn from judged replies: kto reads every 👍/👎 and correction, dpo only corrections (pairs)")
     preference_steps: int = _opt(20, _positive)
     preference_lr: float = _opt(5e-5, _positive)
     preference_beta: float = _opt(0.1, _positive, "how far the preference stage may move the model from the SFT one")
+
+@dataclass
+class FoundationParams:
+    seed: int = _opt(7)
+    corpus_examples: int = _opt(6000, _positive, "generated corpus examples of the training families (never the held-out ones), beside the built-in tools' training split")
+    max_steps: int = _opt(1000, _positive, "raising it continues the committed run from where it stopped instead of starting over")
+    batch_size: int = _opt(4, _positive)
+    lr: float = _opt(1e-3, _positive, "constant after warm-up, so that a longer run continues a shorter one")
+    warmup_steps: int = _opt(20, _non_negative)
 
 @dataclass
 class GateParams:
@@ -116,6 +127,7 @@ class Params:
     tools: ToolsParams = field(default_factory=ToolsParams)
     data: DataParams = field(default_factory=DataParams)
     model: ModelParams = field(default_factory=ModelParams)
+    foundation: FoundationParams = field(default_factory=FoundationParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     export: ExportParams = field(default_factory=ExportParams)

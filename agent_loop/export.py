@@ -29,6 +29,7 @@ def model_card(m: dict) -> str:
     cats = [f"| {k} | " + " | ".join("—" if ((ev.get(who) or {}).get("categories") or {}).get(k) is None else f"{ev[who]['categories'][k]:.3f}" for who in ("base", "candidate", "current")) + " |"
             for k in ((ev.get("candidate") or {}).get("categories") or {})]
     ts = m.get("toolset") or {}; tools = ts.get("schemas") or []
+    fd = m.get("foundation")
     return "\n".join([
         f"# agent-loop {m['version']}", "",
         f"Gemma-family tool-calling agent, LoRA fine-tuned from `{m['base']['name']}` and quantised to {m['quantization']} GGUF.",
@@ -42,6 +43,8 @@ def model_card(m: dict) -> str:
         + ", ".join(f"`{t['name']}`" for t in tools), "",
         f"- GGUF: `{Path(m['gguf']).name}`, sha256 `{m['sha256']}`, {m['size_bytes'] / 1e6:.1f} MB",
         f"- base model sha256: `{m['base']['sha256']}`",
+        "- started from: " + (f"the tool-reading foundation `{fd['adapter_sha256'][:12]}…` ({fd['steps']} steps, trained on {fd['trained_on']}; models/foundation)" if fd
+                              else "the base model (no foundation)"),
         f"- training: {tr.get('steps')} steps, {tr.get('precision')} precision (train.precision: {tr.get('precision_requested')}), final loss {tr.get('final_loss')}", f"- dataset sha256: `{m['dataset_sha256']}`",
         f"- code commit: `{m['code_commit']}`", f"- W&B runs: {', '.join(k + '=' + str((v or {}).get('id')) for k, v in m['wandb_runs'].items()) or 'none'}",
         f"- created: {m['created_at']}", "",
@@ -49,7 +52,8 @@ def model_card(m: dict) -> str:
         "Gemma terms of use apply to the weights (https://ai.google.dev/gemma/terms).", ""])
 
 # %% ../nbs/11_export.ipynb #c009
-def export_model(gguf: Path, evaluation: dict, params, settings, base: dict, training: dict, toolset: dict, wandb_runs: dict, dataset_sha256: str, interactions: dict | None = None) -> dict:
+def export_model(gguf: Path, evaluation: dict, params, settings, base: dict, training: dict, toolset: dict, wandb_runs: dict, dataset_sha256: str, interactions: dict | None = None,
+                 foundation: dict | None = None) -> dict:
     "Register the GGUF at `gguf`, which `evaluation` scored, as a new version; promote it if `evaluation` says so. Returns the manifest."
     root, registry = settings.root, settings.path("registry")
     sha = evaluation["candidate_sha256"]
@@ -67,7 +71,7 @@ def export_model(gguf: Path, evaluation: dict, params, settings, base: dict, tra
         os.replace(Path(tmp) / "model.gguf", version / "model.gguf")
     manifest = {"version": version.name, "gguf": str((version / "model.gguf").relative_to(root)), "sha256": sha,
                 "size_bytes": (version / "model.gguf").stat().st_size, "quantization": evaluation["quantization"],
-                "base": base, "adapter_sha256": evaluation["candidate_adapter_sha256"], "training": training, "toolset": toolset,
+                "base": base, "adapter_sha256": evaluation["candidate_adapter_sha256"], "foundation": foundation, "training": training, "toolset": toolset,
                 "dataset_sha256": dataset_sha256, "interactions": interactions, "call_threshold": evaluation.get("call_threshold"), "code_commit": code_commit(root), "params": dataclasses.asdict(params),
                 "wandb_runs": wandb_runs, "evaluation": evaluation, "promoted": bool(evaluation["promoted"]),
                 "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -14,8 +14,8 @@ from .format import CALL_CLOSE, END, render, render_segments, reply_text
 __all__ = ['MIN_SHARED_PREFIX', 'PREFIX_GROUP', 'UNSLOTH_MODEL_TYPES', 'tokenize_example', 'shared_prefix', 'loss_terms',
            'supervised_loss', 'collate', 'batches', 'resolve_backend', 'lora_model', 'profile_step',
            'resolve_precision', 'evaluate_loss', 'Objective', 'step_batches', 'shard', 'run_fingerprint',
-           'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'train_lora', 'train_cli', 'preference_examples',
-           'train_preference']
+           'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'adapter_sha256', 'load_adapter_weights',
+           'train_lora', 'train_cli', 'preference_examples', 'train_preference']
 
 # %% ../nbs/08_train.ipynb #c005
 def tokenize_example(messages: list[dict], tokenizer, tools: list[dict], max_length: int, supervise_from: int = 0) -> dict | None:
@@ -253,14 +253,35 @@ def load_checkpoint(path: Path, objective, opt, sched, accelerator) -> dict:
     return saved["state"]
 
 
+# %% ../nbs/08_train.ipynb #1ca1133b
+def adapter_sha256(adapter_dir: Path | None) -> str | None:
+    "The sha256 of a saved adapter's weights (`adapter_model.safetensors` in `adapter_dir`), the name a run that starts from it records; None for None."
+    return hashlib.sha256((Path(adapter_dir) / "adapter_model.safetensors").read_bytes()).hexdigest() if adapter_dir else None
+
+def load_adapter_weights(model, adapter_dir: Path):
+    "Copy a saved adapter's weights into the LoRA `model` (same base, rank and target modules), or say clearly why they do not fit."
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    path = Path(adapter_dir) / "adapter_model.safetensors"
+    if not path.exists(): raise FileNotFoundError(f"{adapter_dir}: no adapter_model.safetensors to start from")
+    try: result = set_peft_model_state_dict(model, load_file(path))
+    except RuntimeError as e: raise ValueError(f"{adapter_dir}: the adapter does not fit this model (another base or LoRA rank?): {str(e)[:300]}") from None
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if result.unexpected_keys or missing:
+        raise ValueError(f"{adapter_dir}: the adapter does not fit this model: {len(missing)} LoRA weights missing, {len(result.unexpected_keys)} unexpected "
+                         f"(another target_modules?), e.g. {(missing + result.unexpected_keys)[0]}")
+
 # %% ../nbs/08_train.ipynb #c018c
-def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_dir: Path, run=None, progress: bool = True, checkpoint_dir: Path | None = None) -> dict:
+def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_dir: Path, run=None, progress: bool = True, checkpoint_dir: Path | None = None,
+               init_adapter: Path | None = None, start_step: int = 0, schedule: str = "linear") -> dict:
     """Fine-tune LoRA adapters on `train_rows`, save them to `out_dir`; return metrics and the loss history. Under `accelerate launch` each process trains
-    on its share of every batch. With `checkpoint_dir`, a checkpoint goes there every `train.checkpoint_every` steps and a killed run resumes from its last one."""
+    on its share of every batch. With `checkpoint_dir`, a checkpoint goes there every `train.checkpoint_every` steps and a killed run resumes from its last one.
+    `init_adapter`: a saved adapter of the same shape to start from instead of LoRA's zero update (a foundation), continuing the batch stream at `start_step`
+    (a run that extends an earlier one). `schedule`: the learning rate after warm-up, `linear` down to zero at the last step or `constant`."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
     from tqdm import tqdm
-    from transformers import AutoConfig, get_linear_schedule_with_warmup
+    from transformers import AutoConfig, get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
     tp, mp = params.train, params.model
     set_seed(tp.seed)
     precision = resolve_precision(tp.precision)
@@ -279,14 +300,18 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
     total = tp.max_steps or math.ceil(len(train_ex) / tp.batch_size) * tp.epochs
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tp.lr, weight_decay=tp.weight_decay)
     # stepped by hand, once per optimizer step (every grad_accum micro-steps), whatever the process count
-    sched = get_linear_schedule_with_warmup(opt, tp.warmup_steps, math.ceil(total / tp.grad_accum))
+    if schedule not in ("linear", "constant"): raise ValueError(f"schedule: must be linear or constant, got {schedule!r}")
+    sched = (get_linear_schedule_with_warmup(opt, tp.warmup_steps, math.ceil(total / tp.grad_accum)) if schedule == "linear"
+             else get_constant_schedule_with_warmup(opt, tp.warmup_steps))
+    if init_adapter: load_adapter_weights(model, init_adapter)
     objective, opt = accelerator.prepare(Objective(model, tp.first_token_weight), opt)
     model = accelerator.unwrap_model(objective).model
     resolved = {"backend": backend, "precision": precision, "processes": world, "device": accelerator.device.type}
-    folder = Path(checkpoint_dir) / run_fingerprint(base, train_ex, params, resolved) if checkpoint_dir and tp.checkpoint_every else None
+    start = {"adapter": adapter_sha256(init_adapter), "step": start_step, "schedule": schedule} if init_adapter or start_step or schedule != "linear" else None
+    folder = Path(checkpoint_dir) / run_fingerprint(base, train_ex, params, resolved | ({"start": start} if start else {})) if checkpoint_dir and tp.checkpoint_every else None
     resume = latest_checkpoint(folder)
     if resume: state = load_checkpoint(resume, objective, opt, sched, accelerator)
-    else: state = {"step": 0, "tokens": 0, "supervised_tokens": 0, "seconds": 0.0, "history": [],
+    else: state = {"step": start_step, "tokens": 0, "supervised_tokens": 0, "seconds": 0.0, "history": [],
                    "val_loss_before": evaluate_loss(model, val_ex, tok.pad_token_id, autocast=accelerator.autocast) if val_ex else float("nan")}
     step, history, t0 = state["step"], state["history"], time.time() - state["seconds"]
     saved = step
@@ -317,7 +342,8 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
                "seconds": round(seconds, 1), "tokens_per_s": round(state["tokens"] / seconds, 1), "final_loss": round(history[-1]["loss"], 4),
                "val_loss_before": round(state["val_loss_before"], 4), "val_loss_after": round(val_after, 4),
                "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad), "precision": precision, "precision_requested": tp.precision,
-               "backend": backend, "processes": world, "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0}
+               "backend": backend, "processes": world, "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0,
+               "started_from": {"adapter_sha256": adapter_sha256(init_adapter), "step": start_step} if init_adapter else None}
     out_dir = Path(out_dir)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
