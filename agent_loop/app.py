@@ -24,11 +24,12 @@ __all__ = ['MAX_UPLOAD_BYTES', 'load_backend', 'served_toolset', 'Agent', 'strea
 
 # %% ../nbs/12_app.ipynb #c005
 def load_backend(settings):
-    "The configured backend for the promoted model, and that model's version, sha256 and call threshold (from its manifest; Ollama cannot apply it)."
+    "The configured backend for the promoted model, and that model's version, sha256 and call threshold (`[serving] call_threshold`, else its manifest's; Ollama cannot apply it)."
     current = read_current(settings.path("current"), settings.root)
     if current is None:
         raise ModelFileError(f"no promoted model in {settings.path('current')}. Run `dvc repro` (or `make demo`) to train, evaluate and export one.")
-    info = {"version": current["version"], "sha256": current["sha256"], "call_threshold": current_manifest(current, settings.root).get("call_threshold")}
+    threshold = float(settings.serving.call_threshold) if settings.serving.call_threshold else current_manifest(current, settings.root).get("call_threshold")
+    info = {"version": current["version"], "sha256": current["sha256"], "call_threshold": threshold}
     if settings.serving.backend == "ollama":
         return OllamaBackend(settings.serving.ollama_model or f"agent-loop:{current['version']}", settings.serving.ollama_host), info | {"backend": "ollama"}
     s = settings.serving

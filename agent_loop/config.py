@@ -226,6 +226,8 @@ class ServingSettings:
     contexts: int = _opt(1, _positive, "llama.cpp contexts answering at once (each holds the weights in memory; the cores are shared between them)")
     busy_seconds: float = _opt(30.0, _positive, "how long a request waits for a free context before it is answered 'busy, try again'")
     queue_size: int = _opt(16, _positive, "requests the app holds at once; beyond that Gradio refuses new ones at once")
+    call_threshold: str = _opt("", lambda v: None if v == "" or (v.replace(".", "", 1).isdigit() and 0 <= float(v) <= 1) else "must be empty or a number in [0, 1]",
+                               "P(call) at a reply's first token from which the app calls a tool; empty: the threshold evaluate fitted, as the served model's manifest records it")
 
 @dataclass
 class WandbSettings:

@@ -5,7 +5,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PROJECT_FILES = ["agent_loop", "nbs", "toolsets", "presets", "dvc.yaml", "params.yaml", "settings.ini", "pyproject.toml", "app.py", "data/interactions/README.md", "data/interactions/.gitignore", "data/.gitignore", ".gitignore", ".dvc/config", ".dvcignore"]
+PROJECT_FILES = ["agent_loop", "nbs", "toolsets", "presets", "dvc.yaml", "params.yaml", "settings.ini", "pyproject.toml", "app.py", "Makefile", "models/foundation", "data/interactions/README.md", "data/interactions/.gitignore", "data/.gitignore", ".gitignore", ".dvc/config", ".dvcignore"]
 
 
 def make_project(dest: Path) -> Path:

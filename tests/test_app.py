@@ -173,3 +173,6 @@ def test_the_manifest_call_threshold_decides_whether_the_agent_calls(trained_pro
     first = next(m for m in turns[0.0] if m["role"] == "assistant")  # at 0.0 every step calls, until the agent's step limit
     assert first.get("tool_calls") and first["tool_calls"][0]["name"] == "calculator", turns[0.0]
     assert [m["role"] for m in turns[1.01]] == ["user", "assistant"] and not turns[1.01][1].get("tool_calls"), turns[1.01]
+    backend, info = load_backend(load_settings(project, environ={"AGENT_LOOP_SERVING_CALL_THRESHOLD": "0"}))  # the manifest still says 1.01
+    backend.close()
+    assert info["call_threshold"] == 0.0, "[serving] call_threshold, when set, overrides the manifest's"
