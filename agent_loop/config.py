@@ -39,7 +39,7 @@ def _opt(default, check=None, help=""):
 class DataParams:
     seed: int = _opt(7)
     n_examples: int = _opt(200, _non_negative, "conversations generated for the built-in tools (when tools.toolsets names builtin)")
-    corpus_examples: int = _opt(0, _non_negative, "examples of the generated function-calling corpus (agent_loop.corpus) for training and validation")
+    corpus_examples: int = _opt(200, _non_negative, "examples of the generated function-calling corpus (agent_loop.corpus) for training and validation: replayed beside the toolsets so that train keeps what the foundation learned")
     heldout_families: float = _opt(0.2, _share, "share of the corpus's function families held out of training entirely, for the test split")
     heldout_examples: int = _opt(40, _non_negative, "test examples generated from the held-out families")
     mix_simple: float = _opt(0.3, _rate, "corpus share: one tool offered, one call")
@@ -89,11 +89,11 @@ class TrainParams:
 
 @dataclass
 class FoundationParams:
-    seed: int = _opt(7)
+    seed: int = _opt(11)
     corpus_examples: int = _opt(6000, _positive, "generated corpus examples of the training families (never the held-out ones), beside the built-in tools' training split")
-    max_steps: int = _opt(1000, _positive, "raising it continues the committed run from where it stopped instead of starting over")
+    max_steps: int = _opt(600, _positive, "raising it continues the committed run from where it stopped instead of starting over")
     batch_size: int = _opt(4, _positive)
-    lr: float = _opt(1e-3, _positive, "constant after warm-up, so that a longer run continues a shorter one")
+    lr: float = _opt(5e-4, _positive, "constant after warm-up, so that a longer run continues a shorter one")
     warmup_steps: int = _opt(20, _non_negative)
 
 @dataclass

@@ -15,9 +15,9 @@ from . import corpus
 from .pii import default_scrubber, scrub
 
 # %% auto #0
-__all__ = ['TASK_KINDS', 'normalize_prompt', 'generate_seed_tasks', 'toolset_examples', 'category', 'load_interactions',
-           'conversation_hash', 'dedupe', 'split_examples', 'preference_set', 'write_splits', 'load_split',
-           'write_snapshot', 'prepare']
+__all__ = ['TASK_KINDS', 'TRAINED_PROMPTS', 'normalize_prompt', 'prompt_key', 'generate_seed_tasks', 'toolset_examples',
+           'category', 'load_interactions', 'conversation_hash', 'dedupe', 'split_examples', 'preference_set',
+           'write_splits', 'load_split', 'write_snapshot', 'prepare']
 
 # %% ../nbs/07_data.ipynb #c005
 _NUM_WORDS = {"+": ["plus", "+"], "-": ["minus", "-"], "*": ["times", "*", "multiplied by"], "/": ["divided by", "/"]}
@@ -112,6 +112,12 @@ def _conversation(ask: str, calls: list[dict], answer, tools=DEFAULT_TOOLS) -> l
 def normalize_prompt(text: str) -> str:
     "The key two requests share when they are the same request."
     return re.sub(r"\s+", " ", text.strip().lower())
+
+TRAINED_PROMPTS = "trained_prompts.txt"  # in the foundation's folder: `prompt_key` of every request it trained on, one a line
+
+def prompt_key(text: str) -> str:
+    "A short hash of a request's normalized text: how the foundation lists the requests it trained on."
+    return hashlib.sha256(normalize_prompt(text).encode()).hexdigest()[:16]
 
 def generate_seed_tasks(n: int, seed: int) -> list[dict]:
     "`n` distinct tool-use conversations, generated deterministically from `seed`."
@@ -300,13 +306,15 @@ def _split(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], li
     return tuple([r | {"kind": names[r["kind"]]} for r in parts[k]] for k in ("train", "test"))
 
 def split_examples(own: list[dict], interactions: list[dict], val_fraction: float, test_fraction: float, seed: int,
-                   corpus_train: list[dict] = (), corpus_test: list[dict] = ()) -> dict[str, Dataset]:
+                   corpus_train: list[dict] = (), corpus_test: list[dict] = (), seen: set[str] = frozenset()) -> dict[str, Dataset]:
     """Deterministic train/val/test `Dataset`s. The toolsets' examples are split three ways (stratified by kind); the corpus of training
-    families two ways (train, val); the corpus of held-out families goes to test whole. Interactions go to train only, minus any whose request is held out."""
+    families two ways (train, val); the corpus of held-out families goes to test whole. Interactions go to train only, minus any whose request is held out.
+    Requests whose `prompt_key` is in `seen` (the foundation trained on them) are left out of val and test: they would test what was learned by heart."""
     train, held = _split([_row(ex, "toolset") for ex in own], val_fraction + test_fraction, seed)
     val, test = _split(held, test_fraction / (val_fraction + test_fraction), seed)
     c_train, c_val = _split([_row(ex, "corpus") for ex in corpus_train], val_fraction, seed)
     test += [_row(ex, "heldout") for ex in corpus_test]
+    val, test, c_val = ([r for r in rows if prompt_key(r["prompt"]) not in seen] for rows in (val, test, c_val))
     held_out = {normalize_prompt(r["prompt"]) for r in val + test + c_val}
     train += c_train + [r for r in (_row(ex, "interactions") for ex in interactions) if normalize_prompt(r["prompt"]) not in held_out]
     return {name: Dataset.from_list(rows) if rows else Dataset.from_dict({k: [] for k in _COLUMNS})
@@ -345,8 +353,9 @@ def write_snapshot(records: list[dict], folder: Path) -> dict:
             "turns": sorted(r["id"] for r in records if r.get("type") == "turn")}
 
 # %% ../nbs/07_data.ipynb #c020
-def prepare(params, root: Path, interactions_dir: Path, out_dir: Path, snapshot_dir: Path) -> dict:
-    "Load the toolsets, generate their examples and the corpus, merge the logs, scrub, dedupe, split and write; snapshot the log records trained on; return the stage's statistics."
+def prepare(params, root: Path, interactions_dir: Path, out_dir: Path, snapshot_dir: Path, foundation_dir: Path | None = None) -> dict:
+    """Load the toolsets, generate their examples and the corpus, merge the logs, scrub, dedupe, split and write; snapshot the log records trained on; return the stage's statistics.
+    With `foundation_dir`, no request the foundation there trained on is a validation or test conversation."""
     d = params.data
     toolset = load_toolsets(params.tools.toolsets, root)
     own = toolset_examples(toolset, d.n_examples, d.seed)
@@ -358,7 +367,10 @@ def prepare(params, root: Path, interactions_dir: Path, out_dir: Path, snapshot_
                                                toolset.record["sha256"])
     logged = dedupe([ex | {"messages": scrub(ex["messages"]), "prompt": scrub(ex["prompt"]), "tools": toolset.schemas} for ex in logged])
     judged = [j | {k: scrub(j[k]) for k in ("prompt", "messages", "chosen", "rejected")} | {"tools": toolset.schemas} for j in judged]
-    splits = split_examples(own, logged, d.val_fraction, d.test_fraction, d.seed, corpus_train, corpus_test)
+    listed = Path(foundation_dir) / TRAINED_PROMPTS if foundation_dir else None
+    seen = set(listed.read_text().split()) if listed and listed.exists() else set()
+    splits = split_examples(own, logged, d.val_fraction, d.test_fraction, d.seed, corpus_train, corpus_test, seen)
+    unfiltered = split_examples(own, logged, d.val_fraction, d.test_fraction, d.seed, corpus_train, corpus_test) if seen else splits
     preference = preference_set(judged, {normalize_prompt(p) for s in ("val", "test") for p in splits[s]["prompt"]})
     hashes = write_splits(splits | {"preference": preference}, out_dir)
     trained_on = set(splits["train"]["id"]) | set(preference["id"])  # the snapshot holds every record behind data/processed
@@ -367,7 +379,9 @@ def prepare(params, root: Path, interactions_dir: Path, out_dir: Path, snapshot_
     stats = {"examples": {k: len(v) for k, v in splits.items()},
              "kinds": {k: dict(sorted(Counter(v["kind"]).items())) for k, v in splits.items()},
              "categories": {k: dict(sorted(Counter(f"{s}/{c}" for s, c in zip(v["suite"], v["category"])).items())) for k, v in splits.items()},
-             "heldout_families": test_families, "toolset_sha256": toolset.record["sha256"], "pii": default_scrubber().report(),
+             "heldout_families": test_families,
+             "seen_by_foundation": {s: len(unfiltered[s]) - len(splits[s]) for s in ("val", "test")},  # left out: the foundation trained on them
+             "toolset_sha256": toolset.record["sha256"], "pii": default_scrubber().report(),
              "interactions": report | {"in_train": sum(1 for s in splits["train"]["source"] if s == "interactions"),
                                       "in_preference": dict(sorted(Counter(preference["label"]).items())), "snapshot": snapshot}, **hashes}
     (Path(out_dir) / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")

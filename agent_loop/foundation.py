@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import agent_loop
 from . import corpus
-from .data import split_examples, toolset_examples
+from .data import TRAINED_PROMPTS, prompt_key, split_examples, toolset_examples
 from .tools import load_toolsets
 from .train import adapter_sha256, train_lora
 
@@ -78,6 +78,7 @@ def train_foundation(base, params, root: Path, out_dir: Path, run=None, checkpoi
     continuing = before is not None and before["fingerprint"] == fp
     history = _read_history(out_dir) if continuing else []
     if continuing and before["steps"] >= params.foundation.max_steps:
+        if not (out_dir / TRAINED_PROMPTS).exists(): _list_prompts(out_dir, train_rows)  # made before the list was kept: the same conversations (same fingerprint)
         return {"record": before, "history": history, "ran": "nothing: the committed foundation has these settings and steps"}
     start = before["steps"] if continuing else 0
     tmp = out_dir.with_name(out_dir.name + ".tmp"); shutil.rmtree(tmp, ignore_errors=True)
@@ -95,6 +96,7 @@ def train_foundation(base, params, root: Path, out_dir: Path, run=None, checkpoi
                                                                   "trained_on": where_trained(), "val_loss_before": m["val_loss_before"], "val_loss_after": m["val_loss_after"]}],
               "val_loss": m["val_loss_after"]}
     (tmp / "foundation.json").write_text(json.dumps(record, indent=2) + "\n")
+    _list_prompts(tmp, train_rows)
     with open(tmp / "history.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["step", "loss", "lr", "tokens_per_s"]); w.writeheader(); w.writerows(history)
     (tmp / "README.md").write_text(f"# agent-loop foundation\n\nA tool-reading LoRA adapter for {base.name} (sha256 {base.sha256[:12]}…), {m['steps']} steps, "
@@ -103,6 +105,10 @@ def train_foundation(base, params, root: Path, out_dir: Path, run=None, checkpoi
     if out_dir.exists(): out_dir.rename(old)
     tmp.rename(out_dir); shutil.rmtree(old, ignore_errors=True)
     return {"record": record, "history": history, "ran": f"steps {start + 1}-{m['steps']}" + (" (continuing the committed run)" if continuing else "")}
+
+def _list_prompts(folder: Path, rows: list[dict]):
+    "Write the `prompt_key` of every request the foundation trains on, so that `prepare` keeps them out of validation and test."
+    (Path(folder) / TRAINED_PROMPTS).write_text("".join(k + "\n" for k in sorted({prompt_key(r["prompt"]) for r in rows})))
 
 def _read_history(folder: Path) -> list[dict]:
     path = Path(folder) / "history.csv"

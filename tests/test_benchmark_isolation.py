@@ -1,6 +1,6 @@
 """Invariant 4: benchmarks are for evaluation only. The training data that `prepare` writes at the project's params with the
-larger preset's data section (the generated corpus switched on) holds no BFCL question and no BFCL function, and none of
-the corpus functions held out for the test split."""
+larger preset's data section (more of the generated corpus), and the conversations the foundation trains on, hold no BFCL
+question and no BFCL function, and none of the corpus functions held out for the test split."""
 import json
 from pathlib import Path
 import pytest
@@ -16,17 +16,23 @@ def prepared(tmp_path_factory):
     params = load_params(ROOT / "params.yaml")
     for key, value in yaml.safe_load((ROOT / "presets/large.yaml").read_text())["data"].items(): setattr(params.data, key, value)
     assert params.data.corpus_examples > 0
-    stats = prepare(params, ROOT, tmp_path_factory.mktemp("no-logs"), out, tmp_path_factory.mktemp("snapshot"))
+    stats = prepare(params, ROOT, tmp_path_factory.mktemp("no-logs"), out, tmp_path_factory.mktemp("snapshot"), ROOT / "models/foundation")
     return stats, {s: load_split(out / f"{s}.jsonl") for s in ("train", "val", "test")}
 
 
 def _words(text: str) -> str: return " ".join("".join(ch.lower() if ch.isalnum() else " " for ch in text).split())
 
 
-def test_no_bfcl_question_or_function_in_training(prepared):
+@pytest.fixture(scope="module")
+def foundation_rows():
+    from agent_loop.config import load_params
+    from agent_loop.foundation import foundation_rows
+    train, val = foundation_rows(load_params(ROOT / "params.yaml"), ROOT)
+    return train + val
+
+
+def no_bfcl_in(trained: list[dict]):
     from agent_loop.bfcl import BFCL_SUITES, load_suite
-    _, splits = prepared
-    trained = splits["train"] + splits["val"]
     prompts = {_words(m["content"]) for r in trained for m in r["messages"] if m["role"] == "user"}
     functions = {t["name"] for r in trained for t in r["tools"]}
     descriptions = {_words(t["description"]) for r in trained for t in r["tools"]}
@@ -39,7 +45,16 @@ def test_no_bfcl_question_or_function_in_training(prepared):
     assert not clashes, f"BFCL functions in the training data: {clashes[:10]}"
 
 
-def test_held_out_families_never_reach_training(prepared):
+def test_no_bfcl_question_or_function_in_training(prepared):
+    _, splits = prepared
+    no_bfcl_in(splits["train"] + splits["val"])
+
+
+def test_no_bfcl_question_or_function_in_the_foundation(foundation_rows):
+    no_bfcl_in(foundation_rows)
+
+
+def test_held_out_families_never_reach_training(prepared, foundation_rows):
     from agent_loop.corpus import FAMILIES
     stats, splits = prepared
     held = set(stats["heldout_families"])
@@ -47,5 +62,9 @@ def test_held_out_families_never_reach_training(prepared):
     held_descriptions = {_words(FAMILIES[f].description) for f in held}
     for r in splits["train"] + splits["val"]:
         assert not held_descriptions & {_words(t["description"]) for t in r["tools"]}, r["id"]
+    for r in foundation_rows:
+        assert not held_descriptions & {_words(t["description"]) for t in r["tools"]}, r["id"]
+    test_prompts = {_words(r["prompt"]) for r in splits["test"]}
+    assert not test_prompts & {_words(r["prompt"]) for r in foundation_rows}, "no test conversation trains the foundation"
     test_descriptions = {_words(t["description"]) for r in splits["test"] if r["suite"] == "heldout" for t in r["tools"]}
     assert test_descriptions and test_descriptions <= held_descriptions, "held-out test cases offer only held-out functions"

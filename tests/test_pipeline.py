@@ -122,7 +122,7 @@ def test_no_test_prompt_in_training_data(project):
 def test_same_params_same_bytes(project, tmp_path):
     from agent_loop.config import load_params
     from agent_loop.data import prepare
-    stats = prepare(load_params(project / "params.yaml"), project, project / "data/interactions", tmp_path / "processed", tmp_path / "snapshot")
+    stats = prepare(load_params(project / "params.yaml"), project, project / "data/interactions", tmp_path / "processed", tmp_path / "snapshot", project / "models/foundation")
     for split in ("train", "val", "test"):
         assert (tmp_path / "processed" / f"{split}.jsonl").read_bytes() == (project / f"data/processed/{split}.jsonl").read_bytes()
 
