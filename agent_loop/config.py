@@ -67,7 +67,7 @@ class TrainParams:
     epochs: int = _opt(1, _positive)
     batch_size: int = _opt(4, _positive)
     grad_accum: int = _opt(1, _positive)
-    lr: float = _opt(1.5e-3, _positive)
+    lr: float = _opt(5e-4, _positive)
     warmup_steps: int = _opt(4, _non_negative)
     weight_decay: float = _opt(0.0, _non_negative)
     max_steps: int = _opt(120, _non_negative, "0: the whole data set for `epochs` epochs")

@@ -1,7 +1,8 @@
 """How a GGUF serves a toolset it has never seen, declared the documented way without EXAMPLES (a reading; nothing is fitted here).
 
     .venv/bin/python tests/benchmarks/unseen_toolset.py [path/to/model.gguf] [call threshold]
-    (default: models/candidate.gguf with the threshold evaluate fitted for it, from reports/evaluate.json)
+    (default: models/candidate.gguf with the threshold evaluate fitted for it, from reports/evaluate.json;
+    an adapter folder such as models/foundation is merged and quantised first, as call_decision.py does)
 
 A library's toolset (renewing loans, booking rooms, opening hours) that neither the corpus nor the built-in tools contain, and
 requests written for it the way a user would type them: each must get the right tool with the right arguments (BFCL's AST rules,
@@ -12,6 +13,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+from call_decision import scored_gguf
 from agent_loop.config import load_params, load_settings
 from agent_loop.evaluate import evaluate_model, expected_calls, gguf_cache, wilson
 from agent_loop.registry import sha256_file
@@ -80,6 +83,7 @@ def main(gguf: Path, threshold: float | None):
         (Path(d) / "toolsets").mkdir(); (Path(d) / "toolsets/library.py").write_text(LIBRARY)
         toolset = load_toolsets(["toolsets/library.py"], Path(d))
     assert not toolset.examples, "declared without EXAMPLES"
+    gguf = scored_gguf(gguf, params, settings)
     store = gguf_cache(gguf, sha256_file(gguf), settings.path("cache"), settings.serving.threads, settings.serving.context_length)
     try: metrics, rows = evaluate_model(store, cases(toolset.schemas), params.evaluate.max_new_tokens, False, "unseen", threshold)
     finally: store.close()
