@@ -252,7 +252,7 @@ def _interleave(rows: list[dict]) -> list[dict]:
     return [g[i] for i in range(max(map(len, groups), default=0)) for g in groups if i < len(g)]
 
 def evaluate_candidate(params, settings, progress: bool = True) -> tuple[dict, list[dict]]:
-    "Build the candidate's shipped GGUF, score base, candidate and current on the test split and BFCL, apply the gate; return the report and every scored case."
+    "Build the candidate's shipped GGUF, score candidate and current on the test split and BFCL and the base on the test split (and BFCL with `evaluate.base_bfcl`), apply the gate; return the report and every scored case."
     from agent_loop.data import load_split
     from agent_loop.models import resolve_base
     from agent_loop.registry import current_manifest, read_current, sha256_file
@@ -277,7 +277,8 @@ def evaluate_candidate(params, settings, progress: bool = True) -> tuple[dict, l
             threshold, how = ((current_manifest(current, root).get("call_threshold"), "the threshold it was promoted with (None: greedy)") if who == "current"
                               else fit_call_threshold(ps, should_call))
             decisions[who] = {"call_threshold": threshold, "how": how, "auc_validation": roc_auc(ps, should_call), "curve": decision_curve(ps, should_call)}
-            metrics, rows = evaluate_model(store, cases, ev.max_new_tokens, progress, who, threshold)
+            mine = [c for c in cases if c["suite"] != "bfcl"] if who == "base" and not ev.base_bfcl else cases
+            metrics, rows = evaluate_model(store, mine, ev.max_new_tokens, progress, who, threshold)
         finally: store.close()
         first = [r for r in rows if r["step"] == "first" and r["call_probability"] is not None]
         for suite in sorted({r["suite"] for r in first}):

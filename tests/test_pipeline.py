@@ -79,7 +79,9 @@ def test_every_artefact(project):
     ev = json.loads((project / "reports/evaluate.json").read_text())
     for who in ("base", "candidate"):
         assert set(ev[who]) >= {"tool_call_accuracy", "format_valid_rate", "no_call_accuracy", "categories"}
-        assert {"bfcl/simple_python", "bfcl/irrelevance", "heldout/simple"} <= set(ev[who]["categories"])
+        assert "heldout/simple" in ev[who]["categories"]
+    assert {"bfcl/simple_python", "bfcl/irrelevance"} <= set(ev["candidate"]["categories"])
+    assert not any(c.startswith("bfcl/") for c in ev["base"]["categories"]), "the base is scored on BFCL only with evaluate.base_bfcl"
     assert ev["current"] is None and ev["promoted"] is True
     assert (project / ev["candidate_gguf"]).exists(), "the GGUF evaluate scored is kept for export to ship"
     assert "bfcl/parallel" in (project / "reports/evaluate_categories.csv").read_text()
