@@ -96,5 +96,5 @@ def main(gguf: Path, threshold: float | None):
 if __name__ == "__main__":
     gguf = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "models/candidate.gguf"
     if len(sys.argv) > 2: threshold = None if sys.argv[2] == "greedy" else float(sys.argv[2])
-    else: threshold = json.loads((ROOT / "reports/evaluate.json").read_text())["decisions"]["candidate"]["threshold"]
+    else: threshold = json.loads((ROOT / "reports/evaluate.json").read_text())["call_threshold"]
     main(gguf, threshold)
