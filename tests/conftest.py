@@ -5,7 +5,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PROJECT_FILES = ["agent_loop", "nbs", "toolsets", "presets", "dvc.yaml", "params.yaml", "settings.ini", "pyproject.toml", "app.py", "Makefile", "models/foundation", "data/interactions/README.md", "data/interactions/.gitignore", "data/.gitignore", ".gitignore", ".dvc/config", ".dvcignore"]
+PROJECT_FILES = ["agent_loop", "nbs", "toolsets", "presets", "dvc.yaml", "params.yaml", "settings.ini", "pyproject.toml", "app.py", "Makefile", "models/foundation",
+                 # the frozen foundation stage's other outputs: DVC checks they are there
+                 "reports/00_foundation.ipynb", "reports/runs/foundation.json", "reports/foundation.json", "reports/foundation_curve.csv", "data/interactions/README.md", "data/interactions/.gitignore", "data/.gitignore", ".gitignore", ".dvc/config", ".dvcignore"]
 
 
 def make_project(dest: Path) -> Path:
