@@ -73,7 +73,8 @@ def test_every_artefact(project):
     processed = project / "data/processed"
     counts = {s: len((processed / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "val", "test")}
     stats = json.loads((processed / "stats.json").read_text())
-    assert counts == stats["examples"] and sum(counts.values()) == 60 + 12 + 40 + 10  # built-in, the toolset's examples, corpus, held-out
+    left_out = sum(stats["seen_by_foundation"].values())  # val/test requests the committed foundation trained on
+    assert counts == stats["examples"] and sum(counts.values()) + left_out == 60 + 12 + 40 + 10  # built-in, the toolset's examples, corpus, held-out
     assert {"heldout/simple", "heldout/multiple", "toolset/multiple"} <= set(stats["categories"]["test"])
     assert (project / "models/candidate/adapter_model.safetensors").exists()
     ev = json.loads((project / "reports/evaluate.json").read_text())
