@@ -91,7 +91,7 @@ class TrainParams:
 class FoundationParams:
     seed: int = _opt(11)
     corpus_examples: int = _opt(6000, _positive, "generated corpus examples of the training families (never the held-out ones), beside the built-in tools' training split")
-    max_steps: int = _opt(600, _positive, "raising it continues the committed run from where it stopped instead of starting over")
+    max_steps: int = _opt(800, _positive, "raising it continues the committed run from where it stopped instead of starting over")
     batch_size: int = _opt(4, _positive)
     lr: float = _opt(5e-4, _positive, "constant after warm-up, so that a longer run continues a shorter one")
     warmup_steps: int = _opt(20, _non_negative)
@@ -108,7 +108,7 @@ class GateParams:
 @dataclass
 class EvaluateParams:
     max_examples: int = _opt(0, _non_negative, "0: the whole test split")
-    max_new_tokens: int = _opt(96, _positive)
+    max_new_tokens: int = _opt(192, _positive, "as the app allows: four parallel calls need about 160")
     bfcl_suites: list[str] = field(default_factory=lambda: ["simple_python", "multiple", "parallel", "irrelevance"],
                                    metadata=dict(check=lambda v: None if set(v) <= {"simple_python", "multiple", "parallel", "irrelevance"} else "must be among simple_python, multiple, parallel, irrelevance",
                                                  help="BFCL v4 non-live suites scored (evaluation only, never training)"))

@@ -10,7 +10,8 @@ from typing import Callable
 
 # %% auto #0
 __all__ = ['FAMILIES', 'CITIES', 'COUNTRIES', 'PEOPLE', 'CURRENCIES', 'TITLES', 'SKY', 'DEFAULT_PROPORTIONS', 'Family',
-           'family_domains', 'split_families', 'sample_request', 'present', 'normalize_request', 'generate_corpus']
+           'family_domains', 'split_families', 'sample_request', 'sample_list_request', 'present', 'normalize_request',
+           'generate_corpus']
 
 # %% ../nbs/14_corpus.ipynb #c005
 _OPT = "_opt"
@@ -997,8 +998,8 @@ def _ordered(args: dict, params: dict) -> dict:
     "Arguments in the order of the schema's properties (nested too)."
     return {k: _ordered(args[k], p) if p["type"] == "object" else args[k] for k, p in params["properties"].items() if k in args}
 
-def sample_request(f: Family, rng: random.Random, p_optional: float = 0.35) -> tuple[str, dict, set]:
-    "(request, arguments, keys set by markers) for one call of `f`."
+def _fill(f: Family, rng: random.Random, p_optional: float) -> tuple[str, dict, set, list]:
+    "(template with its optional segments decided, arguments, keys set by markers, keys drawn in the order drawn)."
     tpl = rng.choice(f.asks)
     tpl = _SEG.sub(lambda m: m.group(1) if rng.random() < p_optional else "", tpl)
     args, marked, keys = {}, set(), []
@@ -1006,9 +1007,34 @@ def sample_request(f: Family, rng: random.Random, p_optional: float = 0.35) -> t
         if m.group(2) is not None: _put(args, m.group(1), _lit(m.group(2))); marked.add(m.group(1))
         elif m.group(1) not in keys: keys.append(m.group(1))
     order = list(f.slots)  # draw in the order of the samplers, so one may depend on another
-    for key in sorted(keys, key=lambda k: order.index(k) if k in order else len(order)): _put(args, key, _draw(f, key, rng, args))
-    text = _tidy(_PH.sub(lambda m: "" if m.group(2) is not None else _show(_get(args, m.group(1))), tpl))
-    return text, _ordered(args, f.parameters), marked
+    keys = sorted(keys, key=lambda k: order.index(k) if k in order else len(order))
+    for key in keys: _put(args, key, _draw(f, key, rng, args))
+    return tpl, args, marked, keys
+
+def _say(tpl: str, args: dict) -> str:
+    return _tidy(_PH.sub(lambda m: "" if m.group(2) is not None else _show(_get(args, m.group(1))), tpl))
+
+def sample_request(f: Family, rng: random.Random, p_optional: float = 0.35) -> tuple[str, dict, set]:
+    "(request, arguments, keys set by markers) for one call of `f`."
+    tpl, args, marked, _ = _fill(f, rng, p_optional)
+    return _say(tpl, args), _ordered(args, f.parameters), marked
+
+def sample_list_request(f: Family, rng: random.Random, n: int, p_optional: float = 0.35) -> tuple[str, list[dict]] | None:
+    """(one request for up to `n` calls of `f` that differ in one value, the calls' arguments), the value listed where the template
+    names it ("weather in Oslo, Lima and Rome"); None when the template drawn has no single string or number to vary."""
+    tpl, args, _, keys = _fill(f, rng, p_optional)
+    if not keys: return None
+    key = keys[-1]  # drawn last, so no other value depends on it
+    if _sub_schema(f.parameters, key)["type"] not in ("string", "integer", "number") or len(re.findall(r"\{" + re.escape(key) + r"\}", tpl)) != 1: return None
+    values = [_get(args, key)]
+    for _ in range(10 * n):
+        if len(values) == n: break
+        if (v := _draw(f, key, rng, args)) not in values: values.append(v)
+    if len(values) < 2: return None
+    def with_value(v):
+        a = json.loads(json.dumps(args)); _put(a, key, v)
+        return a
+    return _say(tpl, with_value(values)), [_ordered(with_value(v), f.parameters) for v in values]
 
 def _with_defaults(f: Family, args: dict) -> dict:
     return {k: p["default"] for k, p in f.parameters["properties"].items() if "default" in p} | args
@@ -1086,11 +1112,11 @@ def _answer(f: Family, args: dict, result: dict, rng: random.Random) -> str:
     ctx = _flat(_with_defaults(f, args)) | {f"r.{k}": v for k, v in result.items()}
     return _render(rng.choice(f.answers), ctx)
 
-def _example(kind, rng, calls, offered, cfg) -> dict:
-    "calls: [(family, request, args)]; offered: families in the order shown."
+def _example(kind, rng, calls, offered, cfg, request: str | None = None) -> dict:
+    "calls: [(family, request, args)]; offered: families in the order shown; `request`: one request for all the calls, else theirs joined."
     taken, shown = set(), {}
     for f in offered: shown[f.id] = present(f, rng, taken, cfg["p_alt_name"], cfg["p_opaque_name"], cfg["p_rename_params"])
-    msgs = [{"role": "user", "content": _join(rng, [c[1] for c in calls]) if len(calls) > 1 else calls[0][1]}]
+    msgs = [{"role": "user", "content": request or (_join(rng, [c[1] for c in calls]) if len(calls) > 1 else calls[0][1])}]
     tcs, outs, answers = [], [], []
     for f, _, args in calls:
         sch, pmap = shown[f.id]
@@ -1121,6 +1147,11 @@ def _parallel(rng, pool, cfg):
         fs = rng.sample(pool, 2)
         calls = [(f, *sample_request(f, rng, cfg["p_optional"])[:2]) for f in fs]
         offered = fs + _distractors(rng, pool, {f.id for f in fs}, rng.choice([0, 0, 1, 2]))
+    elif rng.random() < 0.5 and (listed := sample_list_request(f := rng.choice(pool), rng, rng.choice([2, 3, 3, 4]), cfg["p_optional"])):
+        request, calls = listed[0], [(f, listed[0], a) for a in listed[1]]
+        offered = [f] + (_distractors(rng, pool, {f.id}, rng.randint(1, 2)) if rng.random() < 0.4 else [])
+        rng.shuffle(offered)
+        return _example("parallel", rng, calls, offered, cfg, request)
     else:
         f, calls, want = rng.choice(pool), [], rng.choice([2, 2, 3])
         for _ in range(30):
@@ -1140,7 +1171,7 @@ def _irrelevance(rng, pool, cfg):
     others = [f for f in pool if f is not asked]
     near = [f for f in others if asked is not None and f.domain == asked.domain and frozenset((f.id, asked.id)) not in _OVERLAP]
     far = [f for f in others if asked is None or f.domain != asked.domain]
-    cand = near if near and rng.random() < 0.5 else far or others
+    cand = near if near and rng.random() < 0.7 else far or others
     if not cand: asked, cand = None, pool
     offered = rng.sample(cand, min(rng.choice([1, 1, 2, 3, 4]), len(cand)))
     taken = set()
