@@ -42,6 +42,8 @@ class DataParams:
     corpus_examples: int = _opt(200, _non_negative, "examples of the generated function-calling corpus (agent_loop.corpus) for training and validation: replayed beside the toolsets so that train keeps what the foundation learned")
     heldout_families: float = _opt(0.2, _share, "share of the corpus's function families held out of training entirely, for the test split")
     heldout_examples: int = _opt(40, _non_negative, "test examples generated from the held-out families")
+    heldout_val_share: float = _opt(0.5, _rate, "share of the held-out families whose examples go to validation, where the call threshold is fitted on tools never trained on, instead of test")
+    heldout_val_examples: int = _opt(120, _non_negative, "validation examples generated from those families")
     mix_simple: float = _opt(0.3, _rate, "corpus share: one tool offered, one call")
     mix_multiple: float = _opt(0.25, _rate, "corpus share: several tools offered, one call")
     mix_parallel: float = _opt(0.2, _rate, "corpus share: several calls at once")

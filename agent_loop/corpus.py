@@ -10,8 +10,8 @@ from typing import Callable
 
 # %% auto #0
 __all__ = ['FAMILIES', 'CITIES', 'COUNTRIES', 'PEOPLE', 'CURRENCIES', 'TITLES', 'SKY', 'DEFAULT_PROPORTIONS', 'Family',
-           'family_domains', 'split_families', 'sample_request', 'sample_list_request', 'present', 'normalize_request',
-           'generate_corpus']
+           'family_domains', 'split_families', 'split_heldout', 'sample_request', 'sample_list_request', 'present',
+           'normalize_request', 'generate_corpus']
 
 # %% ../nbs/14_corpus.ipynb #c005
 _OPT = "_opt"
@@ -978,6 +978,17 @@ def split_families(seed: int, test_fraction: float = 0.2) -> tuple[list[str], li
     test = sorted(fid for d, ids in shuffled.items() for fid in ids[:quota[d]])
     return sorted(set(FAMILIES) - set(test)), test
 
+def split_heldout(heldout: list[str], seed: int, val_share: float = 0.5) -> tuple[list[str], list[str]]:
+    """Deterministic (val_ids, test_ids): the held-out families dealt, domain by domain, about `val_share` of them to validation, where
+    the call threshold is fitted on tools never trained on, and the rest to the test split."""
+    rng = random.Random(seed)
+    dealt = sorted(heldout, key=lambda fid: (FAMILIES[fid].domain, rng.random()))
+    val, owed = [], rng.random()
+    for fid in dealt:
+        owed += val_share
+        if owed >= 1: val.append(fid); owed -= 1
+    return sorted(val), sorted(set(heldout) - set(val))
+
 # %% ../nbs/14_corpus.ipynb #c038
 def _draw(f: Family, key: str, rng: random.Random, args: dict):
     spec, sch = f.slots.get(key), _sub_schema(f.parameters, key)
@@ -1167,7 +1178,10 @@ def _parallel(rng, pool, cfg):
 _OVERLAP = {frozenset(p) for p in [("weather.current", "weather.forecast")]}
 
 def _irrelevance(rng, pool, cfg):
-    asked = rng.choice(pool) if rng.random() < 0.8 else None
+    if cfg["asked_from"] is None: asked = rng.choice(pool) if rng.random() < 0.8 else None
+    else:  # few families offered: mostly ask for one that has a near miss among them
+        beside = [a for a in cfg["asked_from"] if any(f is not a and f.domain == a.domain and frozenset((f.id, a.id)) not in _OVERLAP for f in pool)]
+        asked = None if rng.random() >= 0.8 else rng.choice(beside if beside and rng.random() < 0.7 else cfg["asked_from"])
     others = [f for f in pool if f is not asked]
     near = [f for f in others if asked is not None and f.domain == asked.domain and frozenset((f.id, asked.id)) not in _OVERLAP]
     far = [f for f in others if asked is None or f.domain != asked.domain]
@@ -1200,15 +1214,19 @@ def _counts(n: int, props: dict) -> dict:
     return out
 
 def generate_corpus(n: int, seed: int, families: list[str] | None = None, proportions: dict | None = None, *,
-                    p_optional: float = 0.35, p_alt_name: float = 0.25, p_opaque_name: float = 0.15, p_rename_params: float = 0.1) -> list[dict]:
-    "`n` distinct examples drawn only from `families` (default all; as targets and as distractors), in `proportions` of categories."
+                    p_optional: float = 0.35, p_alt_name: float = 0.25, p_opaque_name: float = 0.15, p_rename_params: float = 0.1,
+                    asked_from: list[str] | None = None) -> list[dict]:
+    """`n` distinct examples drawn only from `families` (default all; as targets and as distractors), in `proportions` of categories;
+    `irrelevance` requests ask for a family of `asked_from` (default `families`), so that a few families offered can have near misses."""
     props = dict(DEFAULT_PROPORTIONS if proportions is None else proportions)
     if unknown := set(props) - set(_BUILDERS): raise ValueError(f"unknown categories {sorted(unknown)}")
     ids = sorted(FAMILIES if families is None else set(families))
     if missing := [i for i in ids if i not in FAMILIES]: raise ValueError(f"unknown families {missing}")
     if not ids: raise ValueError("no families")
     pool = [FAMILIES[i] for i in ids]
-    cfg = dict(p_optional=p_optional, p_alt_name=p_alt_name, p_opaque_name=p_opaque_name, p_rename_params=p_rename_params)
+    if asked_from is not None and (missing := [i for i in asked_from if i not in FAMILIES]): raise ValueError(f"unknown families {missing}")
+    cfg = dict(p_optional=p_optional, p_alt_name=p_alt_name, p_opaque_name=p_opaque_name, p_rename_params=p_rename_params,
+               asked_from=[FAMILIES[i] for i in sorted(asked_from)] if asked_from is not None else None)
     rng = random.Random(seed)
     kinds = [k for k, c in _counts(n, props).items() for _ in range(c)]
     rng.shuffle(kinds)

@@ -306,14 +306,15 @@ def _split(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], li
     return tuple([r | {"kind": names[r["kind"]]} for r in parts[k]] for k in ("train", "test"))
 
 def split_examples(own: list[dict], interactions: list[dict], val_fraction: float, test_fraction: float, seed: int,
-                   corpus_train: list[dict] = (), corpus_test: list[dict] = (), seen: set[str] = frozenset()) -> dict[str, Dataset]:
+                   corpus_train: list[dict] = (), corpus_test: list[dict] = (), seen: set[str] = frozenset(), corpus_val: list[dict] = ()) -> dict[str, Dataset]:
     """Deterministic train/val/test `Dataset`s. The toolsets' examples are split three ways (stratified by kind); the corpus of training
-    families two ways (train, val); the corpus of held-out families goes to test whole. Interactions go to train only, minus any whose request is held out.
+    families two ways (train, val); the corpus of held-out families goes whole to test (`corpus_test`) or to val (`corpus_val`, where the call threshold meets tools never trained on). Interactions go to train only, minus any whose request is held out.
     Requests whose `prompt_key` is in `seen` (the foundation trained on them) are left out of val and test: they would test what was learned by heart."""
     train, held = _split([_row(ex, "toolset") for ex in own], val_fraction + test_fraction, seed)
     val, test = _split(held, test_fraction / (val_fraction + test_fraction), seed)
     c_train, c_val = _split([_row(ex, "corpus") for ex in corpus_train], val_fraction, seed)
     test += [_row(ex, "heldout") for ex in corpus_test]
+    c_val += [_row(ex, "heldout") for ex in corpus_val]
     val, test, c_val = ([r for r in rows if prompt_key(r["prompt"]) not in seen] for rows in (val, test, c_val))
     held_out = {normalize_prompt(r["prompt"]) for r in val + test + c_val}
     train += c_train + [r for r in (_row(ex, "interactions") for ex in interactions) if normalize_prompt(r["prompt"]) not in held_out]
@@ -359,18 +360,21 @@ def prepare(params, root: Path, interactions_dir: Path, out_dir: Path, snapshot_
     d = params.data
     toolset = load_toolsets(params.tools.toolsets, root)
     own = toolset_examples(toolset, d.n_examples, d.seed)
-    train_families, test_families = corpus.split_families(d.seed, d.heldout_families)
+    train_families, heldout = corpus.split_families(d.seed, d.heldout_families)
+    val_families, test_families = corpus.split_heldout(heldout, d.seed, d.heldout_val_share)
     mix = {"simple": d.mix_simple, "multiple": d.mix_multiple, "parallel": d.mix_parallel, "irrelevance": d.mix_irrelevance}
     corpus_train = corpus.generate_corpus(d.corpus_examples, d.seed, train_families, mix) if d.corpus_examples else []
-    corpus_test = corpus.generate_corpus(d.heldout_examples, d.seed + 1, test_families, mix) if d.heldout_examples else []
+    corpus_test = corpus.generate_corpus(d.heldout_examples, d.seed + 1, test_families, mix) if d.heldout_examples and test_families else []
+    corpus_val = (corpus.generate_corpus(d.heldout_val_examples, d.seed + 2, val_families, mix, asked_from=train_families + val_families)
+                  if d.heldout_val_examples and val_families else [])
     logged, judged, report = load_interactions(interactions_dir, toolset.tools, d.use_unrated_interactions, d.max_turns_per_session, d.max_turns_per_prompt,
                                                toolset.record["sha256"])
     logged = dedupe([ex | {"messages": scrub(ex["messages"]), "prompt": scrub(ex["prompt"]), "tools": toolset.schemas} for ex in logged])
     judged = [j | {k: scrub(j[k]) for k in ("prompt", "messages", "chosen", "rejected")} | {"tools": toolset.schemas} for j in judged]
     listed = Path(foundation_dir) / TRAINED_PROMPTS if foundation_dir else None
     seen = set(listed.read_text().split()) if listed and listed.exists() else set()
-    splits = split_examples(own, logged, d.val_fraction, d.test_fraction, d.seed, corpus_train, corpus_test, seen)
-    unfiltered = split_examples(own, logged, d.val_fraction, d.test_fraction, d.seed, corpus_train, corpus_test) if seen else splits
+    splits = split_examples(own, logged, d.val_fraction, d.test_fraction, d.seed, corpus_train, corpus_test, seen, corpus_val)
+    unfiltered = split_examples(own, logged, d.val_fraction, d.test_fraction, d.seed, corpus_train, corpus_test, corpus_val=corpus_val) if seen else splits
     preference = preference_set(judged, {normalize_prompt(p) for s in ("val", "test") for p in splits[s]["prompt"]})
     hashes = write_splits(splits | {"preference": preference}, out_dir)
     trained_on = set(splits["train"]["id"]) | set(preference["id"])  # the snapshot holds every record behind data/processed
@@ -379,7 +383,7 @@ def prepare(params, root: Path, interactions_dir: Path, out_dir: Path, snapshot_
     stats = {"examples": {k: len(v) for k, v in splits.items()},
              "kinds": {k: dict(sorted(Counter(v["kind"]).items())) for k, v in splits.items()},
              "categories": {k: dict(sorted(Counter(f"{s}/{c}" for s, c in zip(v["suite"], v["category"])).items())) for k, v in splits.items()},
-             "heldout_families": test_families,
+             "heldout_families": test_families, "validation_families": val_families,
              "seen_by_foundation": {s: len(unfiltered[s]) - len(splits[s]) for s in ("val", "test")},  # left out: the foundation trained on them
              "toolset_sha256": toolset.record["sha256"], "pii": default_scrubber().report(),
              "interactions": report | {"in_train": sum(1 for s in splits["train"]["source"] if s == "interactions"),

@@ -266,7 +266,8 @@ def evaluate_candidate(params, settings, progress: bool = True) -> tuple[dict, l
     current = read_current(settings.path("current"), root)
     if current: ggufs["current"] = root / current["gguf"]
     shas = {who: current["sha256"] if who == "current" else sha256_file(gguf) for who, gguf in ggufs.items()}
-    # the decision to call is fitted on validation first turns (never test or benchmark items); the current model keeps the threshold it was promoted with
+    # the decision to call is fitted on validation first turns (never test or benchmark items), most of them offering tools of held-out
+    # families that nothing trained on; the current model keeps the threshold it was promoted with
     val = [c for c in eval_cases(load_split(settings.path("processed") / "val.jsonl")) if c["step"] == "first"]
     should_call = [bool(c["expected"]) for c in val]
     results, scored, decisions = {}, [], {}

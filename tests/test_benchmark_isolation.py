@@ -1,6 +1,7 @@
 """Invariant 4: benchmarks are for evaluation only. The training data that `prepare` writes at the project's params with the
 larger preset's data section (more of the generated corpus), and the conversations the foundation trains on, hold no BFCL
-question and no BFCL function, and none of the corpus functions held out for the test split."""
+question and no BFCL function, and none of the corpus functions held out (for the test split, or for validation, where the
+call threshold meets tools never trained on)."""
 import json
 from pathlib import Path
 import pytest
@@ -56,14 +57,19 @@ def test_no_bfcl_question_or_function_in_the_foundation(foundation_rows):
 def test_held_out_families_never_reach_training(prepared, foundation_rows):
     from agent_loop.corpus import FAMILIES
     stats, splits = prepared
-    held = set(stats["heldout_families"])
-    assert held and {r["suite"] for r in splits["test"]} >= {"heldout"}
+    held, for_validation = set(stats["heldout_families"]), set(stats["validation_families"])
+    assert held and for_validation and not held & for_validation and {r["suite"] for r in splits["test"]} >= {"heldout"}
     held_descriptions = {_words(FAMILIES[f].description) for f in held}
+    validation_descriptions = {_words(FAMILIES[f].description) for f in for_validation}
     for r in splits["train"] + splits["val"]:
         assert not held_descriptions & {_words(t["description"]) for t in r["tools"]}, r["id"]
+    for r in splits["train"]:
+        assert not validation_descriptions & {_words(t["description"]) for t in r["tools"]}, r["id"]
     trained, measured = foundation_rows
     for r in trained + measured:
-        assert not held_descriptions & {_words(t["description"]) for t in r["tools"]}, r["id"]
+        assert not (held_descriptions | validation_descriptions) & {_words(t["description"]) for t in r["tools"]}, r["id"]
+    offered_in_validation = {_words(t["description"]) for r in splits["val"] if r["suite"] == "heldout" for t in r["tools"]}
+    assert offered_in_validation and offered_in_validation <= validation_descriptions, "the threshold's held-out cases offer only tools never trained on"
     test_prompts = {_words(r["prompt"]) for r in splits["test"]}
     assert not test_prompts & {_words(r["prompt"]) for r in trained}, "no test conversation trains the foundation"
     test_descriptions = {_words(t["description"]) for r in splits["test"] if r["suite"] == "heldout" for t in r["tools"]}

@@ -22,7 +22,7 @@ def lighthouse_status(name: Literal["Tarbat Ness", "Fastnet", "Eddystone"]) -> s
 '''
 
 TINY = {"tools": {"toolsets": ["toolsets/lighthouse.py"]},
-        "data": {"corpus_examples": 30, "heldout_examples": 6}, "model": {"base": "tiny-random:gemma3", "max_length": 384},
+        "data": {"corpus_examples": 30, "heldout_examples": 6, "heldout_val_examples": 6}, "model": {"base": "tiny-random:gemma3", "max_length": 384},
         "foundation": {"corpus_examples": 16, "max_steps": 2, "batch_size": 2, "warmup_steps": 0},
         "train": {"max_steps": 2, "batch_size": 2, "log_every": 1},
         "evaluate": {"max_examples": 4, "max_new_tokens": 8, "bfcl_examples": 1, "bfcl_suites": ["simple_python"],

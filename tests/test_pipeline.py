@@ -8,7 +8,7 @@ import yaml
 from conftest import make_project, run
 
 TINY = {"tools": {"toolsets": ["builtin", "toolsets/harbour.py"]},
-        "data": {"n_examples": 60, "corpus_examples": 40, "heldout_examples": 10}, "model": {"base": "tiny-random:gemma3"},
+        "data": {"n_examples": 60, "corpus_examples": 40, "heldout_examples": 10, "heldout_val_examples": 12}, "model": {"base": "tiny-random:gemma3"},
         "train": {"max_steps": 3, "batch_size": 2, "log_every": 1},
         "evaluate": {"max_examples": 6, "max_new_tokens": 8, "bfcl_examples": 2,
                      # a random model scores zero: open the gate so that promotion itself is exercised
@@ -74,7 +74,7 @@ def test_every_artefact(project):
     counts = {s: len((processed / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "val", "test")}
     stats = json.loads((processed / "stats.json").read_text())
     left_out = sum(stats["seen_by_foundation"].values())  # val/test requests the committed foundation trained on
-    assert counts == stats["examples"] and sum(counts.values()) + left_out == 60 + 12 + 40 + 10  # built-in, the toolset's examples, corpus, held-out
+    assert counts == stats["examples"] and sum(counts.values()) + left_out == 60 + 12 + 40 + 10 + 12  # built-in, the toolset's examples, corpus, held-out for test and for validation
     assert {"heldout/simple", "heldout/multiple", "toolset/multiple"} <= set(stats["categories"]["test"])
     assert (project / "models/candidate/adapter_model.safetensors").exists()
     ev = json.loads((project / "reports/evaluate.json").read_text())
