@@ -71,6 +71,11 @@ def _allowed(matcher, mask: np.ndarray, n_vocab: int) -> np.ndarray:
     fill_next_token_bitmask(matcher, mask)
     return np.unpackbits(mask.view(np.uint8), bitorder="little")[:n_vocab].astype(bool)
 
+def _repeats_a_call(text: str) -> bool:
+    "Whether the last call `text` completed is one it made before (calls are canonical under the grammar: the same call is the same line)."
+    calls = [line for line in text.split("\n") if line.endswith(CALL_CLOSE)]
+    return calls[-1] in calls[:-1]
+
 def call_probability(logits: np.ndarray, opens_call: np.ndarray) -> float:
     "The probability that softmax(`logits`) gives to the tokens marked in `opens_call`."
     weights = np.exp(logits - logits.max())
@@ -79,7 +84,8 @@ def call_probability(logits: np.ndarray, opens_call: np.ndarray) -> float:
 def decode(logits: np.ndarray, step, text_of, is_end, tokenizer, tools: list[dict] | None, max_tokens: int,
            call_threshold: float | None = None, on_text=None) -> Decoded:
     """Greedy decoding from `logits`, the scores of the reply's first token; with `tools`, a call when P(call) ≥ `call_threshold`
-    (None: when a call-opening token is the likeliest), its every token inside the calls grammar; else an answer that cannot open a call."""
+    (None: when a call-opening token is the likeliest), its every token inside the calls grammar; else an answer that cannot open a call.
+    A call that repeats one the reply already made ends the reply, without it."""
     n_vocab, tokens, text, decision, p_call, matcher = len(logits), [], "", "free", None, None
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
     if tools:
@@ -105,6 +111,7 @@ def decode(logits: np.ndarray, step, text_of, is_end, tokenizer, tools: list[dic
         piece = utf8.decode(text_of(feed))
         text += piece
         if END in text: text = text.split(END, 1)[0]; break
+        if matcher is not None and CALL_CLOSE in text[-len(piece) - len(CALL_CLOSE):] and _repeats_a_call(text): text = text[:text.rstrip("\n").rfind("\n")]; break
         if on_text and piece: on_text(piece)
         if len(tokens) >= max_tokens: break
         logits = step(feed)
