@@ -93,7 +93,7 @@ class TrainParams:
 class FoundationParams:
     seed: int = _opt(11)
     corpus_examples: int = _opt(6000, _positive, "generated corpus examples of the training families (never the held-out ones), beside the built-in tools' training split")
-    max_steps: int = _opt(1400, _positive, "raising it continues the committed run from where it stopped instead of starting over")
+    max_steps: int = _opt(800, _positive, "raising it continues the committed run from where it stopped instead of starting over")
     batch_size: int = _opt(4, _positive)
     lr: float = _opt(5e-4, _positive, "constant after warm-up, so that a longer run continues a shorter one")
     warmup_steps: int = _opt(20, _non_negative)
