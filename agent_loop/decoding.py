@@ -4,7 +4,7 @@
 
 # %% ../nbs/19_decoding.ipynb #c003
 from __future__ import annotations
-import codecs, json
+import codecs, json, math, re
 from dataclasses import dataclass
 from functools import lru_cache
 import numpy as np
@@ -13,7 +13,7 @@ from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
 from .format import CALL_CLOSE, CALL_OPEN, END
 
 # %% auto #0
-__all__ = ['arguments_schema', 'calls_grammar', 'Decoded', 'call_probability', 'decode']
+__all__ = ['arguments_schema', 'calls_grammar', 'Decoded', 'call_probability', 'decode', 'ground_arguments']
 
 # %% ../nbs/19_decoding.ipynb #c006
 _ANNOTATIONS = {"description", "title", "default", "examples", "format", "optional", "$comment"}
@@ -116,3 +116,41 @@ def decode(logits: np.ndarray, step, text_of, is_end, tokenizer, tools: list[dic
         if len(tokens) >= max_tokens: break
         logits = step(feed)
     return Decoded(tokens, text + utf8.decode(b"", final=True), p_call, decision)
+
+# %% ../nbs/19_decoding.ipynb #c020b
+_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w])")
+_SPELLED = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())} | {"once": 1, "twice": 2, "half": 0.5}
+
+def _numbers(text: str) -> list[float]:
+    "Every number `text` writes, in digits or in words."
+    return [float(m.group().replace(",", "")) for m in _NUMBER.finditer(text)] + [float(_SPELLED[w]) for w in re.findall(r"[a-z]+", text.lower()) if w in _SPELLED]
+
+def _leaves(value) -> list:
+    if isinstance(value, dict): return [x for v in value.values() for x in _leaves(v)]
+    if isinstance(value, list): return [x for v in value for x in _leaves(v)]
+    return [value]
+
+def _is_number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+def _given(value, text: str, numbers: list[float], elsewhere: list) -> bool:
+    "Whether the conversation (`text`, the `numbers` it writes) gives `value`, which the call's other arguments' values (`elsewhere`) do not use up."
+    if isinstance(value, bool) or value is None: return True
+    if _is_number(value):
+        written = sum(math.isclose(value, n) or math.isclose(value * 100, n) for n in numbers)
+        return written > sum(_is_number(v) and math.isclose(value, v) for v in elsewhere)
+    if isinstance(value, str):
+        words = re.findall(r"\w+", value.lower())
+        return value.strip().lower() in text or all(w in text for w in words)
+    return all(_given(v, text, numbers, elsewhere) for v in _leaves(value))
+
+def ground_arguments(calls: list[dict], tools: list[dict], messages: list[dict]) -> list[dict]:
+    "`calls` without the optional arguments whose values `messages` (the user's words and the tools' results) do not give."
+    text = " ".join(str(m.get("content") or "") for m in messages if m.get("role") in ("user", "tool")).lower()
+    numbers, schemas, out = _numbers(text), {t["name"]: t.get("parameters") or {} for t in tools}, []
+    for call in calls:
+        args, required = call.get("arguments") or {}, set(schemas.get(call.get("name"), {}).get("required", []))
+        def given(key):
+            elsewhere = [v for k, a in args.items() if k != key for v in _leaves(a)]
+            return key in required or _given(args[key], text, numbers, elsewhere)
+        out.append(call | {"arguments": {k: v for k, v in args.items() if given(k)}} if isinstance(args, dict) else call)
+    return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, os, threading, time
 from dataclasses import dataclass
 from pathlib import Path
-from .decoding import decode
+from .decoding import decode, ground_arguments
 from .format import CALL_OPEN, END, parse_reply, render
 from .ollama import messages_for_ollama, reply_from_ollama, tools_for_ollama
 from .registry import ModelFileError, check_gguf
@@ -238,8 +238,9 @@ def run_agent(messages: list[dict], backend, tools: list[Tool] = DEFAULT_TOOLS, 
         if reply.kind == "answer": add({"role": "assistant", "content": reply.text}); break
         if reply.kind == "error":
             add({"role": "assistant", "content": f"⚠️ The model's reply was malformed: {reply.error}", "error": "format", "raw": out.text}); break
-        add({"role": "assistant", "content": "", "tool_calls": reply.calls})
-        add(*(run_tool(c, tools) for c in reply.calls))
+        calls = ground_arguments(reply.calls, schemas, messages + new)  # optional arguments only where the conversation gives them
+        add({"role": "assistant", "content": "", "tool_calls": calls})
+        add(*(run_tool(c, tools) for c in calls))
     else:
         add({"role": "assistant", "content": f"⚠️ No answer after {max_steps} tool rounds.", "error": "max_steps"})
     stats["tokens_per_s"] = round(stats["tokens"] / stats["seconds"], 1) if stats["seconds"] else 0.0
