@@ -115,7 +115,7 @@ class EvaluateParams:
                                    metadata=dict(check=lambda v: None if set(v) <= {"simple_python", "multiple", "parallel", "irrelevance"} else "must be among simple_python, multiple, parallel, irrelevance",
                                                  help="BFCL v4 non-live suites scored (evaluation only, never training)"))
     bfcl_examples: int = _opt(50, _non_negative, "items per BFCL suite, a seeded sample; 0: every item")
-    base_bfcl: bool = _opt(False, help="score the base model on BFCL as well (a fixed reference: about ten minutes of a fresh machine's first run); the gate never reads it")
+    base_bfcl: bool = _opt(False, help="score the base model on every case, BFCL too, not only where the gate reads it (the toolsets' first turns): a fixed reference that costs minutes of a fresh machine's first run")
     gate: GateParams = field(default_factory=GateParams)
 
 QUANT_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",

@@ -120,10 +120,12 @@ def decode(logits: np.ndarray, step, text_of, is_end, tokenizer, tools: list[dic
 # %% ../nbs/19_decoding.ipynb #c020b
 _NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w])")
 _SPELLED = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())} | {"once": 1, "twice": 2, "half": 0.5}
+_SCALE = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)\s*(thousand|million|billion)\b", re.I)
 
 def _numbers(text: str) -> list[float]:
-    "Every number `text` writes, in digits or in words."
-    return [float(m.group().replace(",", "")) for m in _NUMBER.finditer(text)] + [float(_SPELLED[w]) for w in re.findall(r"[a-z]+", text.lower()) if w in _SPELLED]
+    "Every number `text` writes: in digits, in words, and in thousands, millions or billions (2.5 million is 2.5 and 2500000)."
+    return ([float(m.group().replace(",", "")) for m in _NUMBER.finditer(text)] + [float(_SPELLED[w]) for w in re.findall(r"[a-z]+", text.lower()) if w in _SPELLED]
+            + [float(m.group(1)) * 10 ** {"thousand": 3, "million": 6, "billion": 9}[m.group(2).lower()] for m in _SCALE.finditer(text)])
 
 def _leaves(value) -> list:
     if isinstance(value, dict): return [x for v in value.values() for x in _leaves(v)]

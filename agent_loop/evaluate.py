@@ -12,7 +12,7 @@ from .serving import Completion
 from .decoding import ground_arguments
 
 # %% auto #0
-__all__ = ['DECODING', 'expected_calls', 'mentions', 'eval_cases', 'bfcl_cases', 'score_case', 'wilson', 'summarize',
+__all__ = ['DECODING', 'expected_calls', 'mentions', 'eval_cases', 'bfcl_cases', 'score_case', 'wilson', 'own_cases', 'summarize',
            'evaluate_model', 'gate', 'decision_curve', 'roc_auc', 'fit_call_threshold', 'base_gguf', 'build_gguf',
            'CompletionCache', 'gguf_cache', 'score_gguf', 'evaluate_candidate']
 
@@ -88,9 +88,13 @@ def _rate(rows, key="correct"):
     rows = list(rows)
     return round(sum(bool(r[key]) for r in rows) / len(rows), 4) if rows else None
 
+def own_cases(rows: list[dict]) -> list[dict]:
+    "The cases (or scored rows) of the served toolset's own examples, the held-out corpus's when there are none: where the gate reads overall rates."
+    return [r for r in rows if r["suite"] == "toolset"] or [r for r in rows if r["suite"] != "bfcl"]
+
 def summarize(rows: list[dict]) -> dict:
     "The metrics the gate reads, from scored rows: overall rates on the served toolset's own examples (the held-out corpus when there are none), and one accuracy per suite and category."
-    own = [r for r in rows if r["suite"] == "toolset"] or [r for r in rows if r["suite"] != "bfcl"]
+    own = own_cases(rows)
     first = [r for r in own if r["step"] == "first"]
     groups = {}
     for r in rows: groups.setdefault(f"{r['suite']}/{'answer' if r['step'] == 'final' else r['category']}", []).append(r)
@@ -254,7 +258,7 @@ def _interleave(rows: list[dict]) -> list[dict]:
     return [g[i] for i in range(max(map(len, groups), default=0)) for g in groups if i < len(g)]
 
 def evaluate_candidate(params, settings, progress: bool = True) -> tuple[dict, list[dict]]:
-    "Build the candidate's shipped GGUF, score candidate and current on the test split and BFCL and the base on the test split (and BFCL with `evaluate.base_bfcl`), apply the gate; return the report and every scored case."
+    "Build the candidate's shipped GGUF, score candidate and current on the test split and BFCL and the base where the gate reads it (on everything with `evaluate.base_bfcl`), apply the gate; return the report and every scored case."
     from agent_loop.data import load_split
     from agent_loop.models import resolve_base
     from agent_loop.registry import current_manifest, read_current, sha256_file
@@ -280,7 +284,7 @@ def evaluate_candidate(params, settings, progress: bool = True) -> tuple[dict, l
             threshold, how = ((current_manifest(current, root).get("call_threshold"), "the threshold it was promoted with (None: greedy)") if who == "current"
                               else fit_call_threshold(ps, should_call))
             decisions[who] = {"call_threshold": threshold, "how": how, "auc_validation": roc_auc(ps, should_call), "curve": decision_curve(ps, should_call)}
-            mine = [c for c in cases if c["suite"] != "bfcl"] if who == "base" and not ev.base_bfcl else cases
+            mine = [c for c in own_cases(cases) if c["step"] == "first"] if who == "base" and not ev.base_bfcl else cases
             metrics, rows = evaluate_model(store, mine, ev.max_new_tokens, progress, who, threshold)
         finally: store.close()
         first = [r for r in rows if r["step"] == "first" and r["call_probability"] is not None]
