@@ -44,7 +44,7 @@ def _finish(props: dict) -> dict:
 
 # %% ../nbs/14_corpus.ipynb #c009
 _SEG = re.compile(r"\[([^\[\]]*)\]")
-_PH = re.compile(r"\{([A-Za-z_][\w.]*)(?:=([^}]*)|:(\w+))?\}")
+_PH = re.compile(r"\{([A-Za-z_][\w.]*)(?:=([^}]*))?\}")
 
 def _lit(text: str):
     try: return json.loads(text)
@@ -59,23 +59,6 @@ def _show(v) -> str:
         return v[0] if len(v) == 1 else ", ".join(v[:-1]) + " and " + v[-1]
     if isinstance(v, dict): return ", ".join(f"{k} {_show(x)}" for k, x in v.items())
     return str(v)
-
-_ISO_DATE = re.compile(r"\d{4}-\d\d-\d\d")
-_MONTHS = "January February March April May June July August September October November December".split()
-
-def _pct(v) -> str: return f"{round(v * 100, 6):g}%"
-def _long_date(v: str) -> str: y, m, d = v.split("-"); return f"{_MONTHS[int(m) - 1]} {int(d)}, {y}"
-def _big(v: int) -> str: return f"{v / 1e6:g} million" if v >= 1e6 and v % 100_000 == 0 else f"{v:,}"
-_STYLES = {"pct": _pct}
-
-def _speak(v, style: str | None = None, rng: random.Random | None = None) -> str:
-    """How a value reads in a request: in the placeholder's `style` (`{rate:pct}` says the fraction 0.08 as 8%); else, given `rng`,
-    half of the dates in words and half of the whole numbers from 10,000 with separators or in millions, as people write them."""
-    if isinstance(v, list): return _show([_speak(x, style, rng) for x in v])
-    if style: return _STYLES[style](v)
-    if rng is not None and isinstance(v, str) and _ISO_DATE.fullmatch(v) and rng.random() < 0.5: return _long_date(v)
-    if rng is not None and type(v) is int and v >= 10_000 and rng.random() < 0.5: return _big(v)
-    return _show(v)
 
 def _get(d: dict, key: str, default=None):
     for k in key.split("."):
@@ -106,7 +89,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def _render(tpl: str, ctx: dict) -> str:
     "Fill an answer template from `ctx` (flat keys); a missing key is a KeyError."
-    return _tidy(_PH.sub(lambda m: _speak(ctx[m.group(1)], m.group(3)), tpl))
+    return _tidy(_PH.sub(lambda m: _show(ctx[m.group(1)]), tpl))
 
 # %% ../nbs/14_corpus.ipynb #c012
 @dataclass(frozen=True)
@@ -155,7 +138,6 @@ def _fam(domain, id, name, alts, description, params, asks, slots, result, answe
         assert outside | inside <= keys, (id, t, (outside | inside) - keys)
         assert not (inside & must), (id, t)
     for k in f.slots: assert k in keys, (id, k)
-    for t in f.asks + f.answers: assert all(m.group(3) in _STYLES for m in _PH.finditer(t) if m.group(3)), (id, t)
     FAMILIES[id] = f
     return f
 
@@ -355,27 +337,6 @@ _fam("finance", "finance.split_bill", "split_bill", ["bill_splitter", "splitBill
      {"total": (20, 900, 2), "people": (2, 12), "tip_percent": [10, 12.5, 15, 18, 20]},
      lambda a, r: {"per_person": round(a["total"] * (1 + a["tip_percent"] / 100) / a["people"], 2)},
      ["Each of the {people} people pays {r.per_person}.", "That's {r.per_person} per person."])
-
-# Rates below are fractions (0.08 for 8 %), said in requests as percentages: the schema's description, not the request, says which.
-_fam("finance", "finance.npv", "net_present_value", ["npv", "calcNPV", "finance.npv"],
-     "Calculate the net present value of a series of cash flows at a discount rate.",
-     {"cash_flows": _a("number", "Cash flows per period, the first usually the (negative) initial investment."),
-      "discount_rate": _n("The discount rate per period."), "periods_per_year": _int("Periods per year.", default=1)},
-     ["What's the NPV of the cash flows {cash_flows} at a discount rate of {discount_rate:pct}?", "Net present value of {cash_flows}, discounted at {discount_rate:pct}[, {periods_per_year} periods a year].",
-      "npv {cash_flows} @ {discount_rate:pct}", "Discounting at {discount_rate:pct}, what are the cash flows {cash_flows} worth today?"],
-     {"cash_flows": lambda rng, a: [-rng.randint(10, 500) * 100] + [rng.randint(5, 300) * 100 for _ in range(rng.randint(2, 5))],
-      "discount_rate": [0.03, 0.045, 0.05, 0.06, 0.07, 0.08, 0.1, 0.12], "periods_per_year": [2, 4, 12]},
-     lambda a, r: {"npv": round(sum(c / (1 + a["discount_rate"] / a["periods_per_year"]) ** t for t, c in enumerate(a["cash_flows"])), 2)},
-     ["At {discount_rate:pct}, the net present value is {r.npv}.", "NPV: {r.npv}."])
-
-_fam("finance", "finance.simple_interest", "simple_interest", ["calc_simple_interest", "simpleInterest", "finance.interest.simple"],
-     "Calculate the simple interest earned on a principal.",
-     {"principal": _n("The principal amount."), "rate": _n("The annual interest rate."), "years": _n("Time in years.")},
-     ["How much simple interest does {principal} earn at {rate:pct} a year over {years} years?", "Simple interest on {principal} at {rate:pct} for {years} years?",
-      "interest {principal} {rate:pct} {years}y", "I lend {principal} for {years} years at {rate:pct} simple interest. What do I earn?"],
-     {"principal": lambda rng, a: rng.choice([rng.randint(1, 200) * 500, rng.randint(1000, 90000)]), "rate": [0.02, 0.025, 0.035, 0.04, 0.05, 0.065, 0.09], "years": [1, 2, 3, 5, 7, 10, 1.5]},
-     lambda a, r: {"interest": round(a["principal"] * a["rate"] * a["years"], 2)},
-     ["The interest is {r.interest}.", "{principal} earns {r.interest} in {years} years at {rate:pct}."])
 
 _fam("math", "math.gcd", "greatest_common_divisor", ["gcd", "computeGCD", "numbers.gcd"],
      "Compute the greatest common divisor of a list of integers.",
@@ -645,22 +606,11 @@ _fam("statistics", "statistics.sample_size", "required_sample_size", ["sample_si
      {"margin_of_error": _n("Margin of error as a fraction, e.g. 0.05."), "confidence_level": _e(["90%", "95%", "99%"], "Confidence level.", default="95%"),
       "population": _int("Population size, when finite.", opt=True)},
      ["How many people do I need to survey for a margin of error of {margin_of_error}[ at {confidence_level} confidence][ from a population of {population}]?",
-      "sample size moe={margin_of_error}[ conf {confidence_level}][ N={population}]", "Survey size for a {margin_of_error:pct} margin of error[ at {confidence_level} confidence]?", "Compute the survey sample size with margin {margin_of_error}[, confidence {confidence_level}]."],
+      "sample size moe={margin_of_error}[ conf {confidence_level}][ N={population}]", "Compute the survey sample size with margin {margin_of_error}[, confidence {confidence_level}]."],
      {"margin_of_error": [0.01, 0.02, 0.03, 0.04, 0.05, 0.1], "population": (500, 100000)},
      lambda a, r: (lambda n0: {"sample_size": math.ceil(n0 / (1 + (n0 - 1) / a["population"])) if "population" in a else math.ceil(n0)})(
          {"90%": 1.645, "95%": 1.96, "99%": 2.576}[a["confidence_level"]] ** 2 * 0.25 / a["margin_of_error"] ** 2),
      ["You need {r.sample_size} respondents.", "Required sample size: {r.sample_size}."])
-
-_fam("statistics", "statistics.confidence_interval", "confidence_interval", ["mean_confidence_interval", "confidenceInterval", "stats.ci.mean"],
-     "Compute the confidence interval of a population mean from a sample's mean, standard deviation and size.",
-     {"mean": _n("Sample mean."), "std_dev": _n("Sample standard deviation."), "sample_size": _int("Number of observations."),
-      "confidence_level": _n("Confidence level between 0 and 1.", default=0.95)},
-     ["A sample of {sample_size} has mean {mean} and standard deviation {std_dev}. What is the[ {confidence_level:pct}] confidence interval for the mean?",
-      "[{confidence_level:pct} ]confidence interval: mean {mean}, sd {std_dev}, n={sample_size}", "Give me the[ {confidence_level:pct}] CI for a mean of {mean} (std {std_dev}, {sample_size} samples)."],
-     {"mean": (5, 500, 1), "std_dev": (1, 60, 1), "sample_size": (10, 2000), "confidence_level": [0.9, 0.95, 0.99]},
-     lambda a, r: (lambda h: {"lower": round(a["mean"] - h, 3), "upper": round(a["mean"] + h, 3)})(
-         {0.9: 1.645, 0.95: 1.96, 0.99: 2.576}[a["confidence_level"]] * a["std_dev"] / math.sqrt(a["sample_size"])),
-     ["The {confidence_level:pct} confidence interval is {r.lower} to {r.upper}.", "CI: [{r.lower}, {r.upper}]."])
 
 # %% ../nbs/14_corpus.ipynb #c027
 _TEAMS = ["Harbor City FC", "Red Valley Rovers", "Northgate United", "Kestrel Athletic", "Silverlake Wanderers", "Eastmoor Town"]
@@ -860,24 +810,6 @@ _fam("shopping", "shopping.order_status", "track_order", ["order_status", "track
      {"order_id": lambda rng, a: f"ORD-{rng.randint(10000, 99999)}"},
      lambda a, r: {"order_id": a["order_id"], "status": r.choice(["processing", "shipped", "out for delivery", "delivered"]), "eta": _date(r)},
      ["Order {order_id} is {r.status}; expected delivery {r.eta}."])
-
-_fam("shopping", "shopping.sales_tax", "calculate_sales_tax", ["sales_tax", "salesTax", "shop.tax.calculate"],
-     "Calculate the sales tax on a purchase and the total to pay.",
-     {"amount": _n("Purchase amount before tax."), "tax_rate": _n("Sales tax rate as a decimal, e.g. 0.07.")},
-     ["What is the sales tax on {amount} at {tax_rate:pct}?", "Add {tax_rate:pct} sales tax to {amount}.", "tax on {amount} @ {tax_rate:pct}",
-      "How much tax do I pay on a {amount} purchase if the rate is {tax_rate:pct}?"],
-     {"amount": (5, 2000, 2), "tax_rate": [0.05, 0.06, 0.0625, 0.0725, 0.08, 0.0825, 0.1, 0.2]},
-     lambda a, r: {"tax": round(a["amount"] * a["tax_rate"], 2), "total": round(a["amount"] * (1 + a["tax_rate"]), 2)},
-     ["The tax is {r.tax}, so you pay {r.total}.", "At {tax_rate:pct}: tax {r.tax}, total {r.total}."])
-
-_fam("shopping", "shopping.discount", "apply_discount", ["discounted_price", "applyDiscount", "shop.price.discount"],
-     "Apply a percentage discount to a price.",
-     {"price": _n("Original price."), "discount": _n("Discount as a fraction of the price, between 0 and 1."), "round_to": _int("Decimal places of the result.", default=2)},
-     ["What does a {price} item cost with {discount:pct} off?", "Take {discount:pct} off {price}[ and round to {round_to} decimals].", "{price} minus {discount:pct}",
-      "It's {price} but on sale at {discount:pct} off. What do I pay?"],
-     {"price": (5, 1500, 2), "discount": [0.1, 0.15, 0.2, 0.25, 0.3, 0.33, 0.4, 0.5, 0.05], "round_to": [0, 1]},
-     lambda a, r: {"price": round(a["price"] * (1 - a["discount"]), a["round_to"])},
-     ["With {discount:pct} off it costs {r.price}.", "You pay {r.price}."])
 
 _fam("calendar", "calendar.create_event", "create_calendar_event", ["add_event", "createEvent", "calendar.events.create"],
      "Create an event in the user's calendar.",
@@ -1090,13 +1022,13 @@ def _fill(f: Family, rng: random.Random, p_optional: float) -> tuple[str, dict, 
     for key in keys: _put(args, key, _draw(f, key, rng, args))
     return tpl, args, marked, keys
 
-def _say(tpl: str, args: dict, rng: random.Random | None = None) -> str:
-    return _tidy(_PH.sub(lambda m: "" if m.group(2) is not None else _speak(_get(args, m.group(1)), m.group(3), rng), tpl))
+def _say(tpl: str, args: dict) -> str:
+    return _tidy(_PH.sub(lambda m: "" if m.group(2) is not None else _show(_get(args, m.group(1))), tpl))
 
 def sample_request(f: Family, rng: random.Random, p_optional: float = 0.35) -> tuple[str, dict, set]:
     "(request, arguments, keys set by markers) for one call of `f`."
     tpl, args, marked, _ = _fill(f, rng, p_optional)
-    return _say(tpl, args, rng), _ordered(args, f.parameters), marked
+    return _say(tpl, args), _ordered(args, f.parameters), marked
 
 def sample_list_request(f: Family, rng: random.Random, n: int, p_optional: float = 0.35) -> tuple[str, list[dict]] | None:
     """(one request for up to `n` calls of `f` that differ in one value, the calls' arguments), the value listed where the template
@@ -1104,7 +1036,7 @@ def sample_list_request(f: Family, rng: random.Random, n: int, p_optional: float
     tpl, args, _, keys = _fill(f, rng, p_optional)
     if not keys: return None
     key = keys[-1]  # drawn last, so no other value depends on it
-    if _sub_schema(f.parameters, key)["type"] not in ("string", "integer", "number") or len(re.findall(r"\{" + re.escape(key) + r"(?::\w+)?\}", tpl)) != 1: return None
+    if _sub_schema(f.parameters, key)["type"] not in ("string", "integer", "number") or len(re.findall(r"\{" + re.escape(key) + r"\}", tpl)) != 1: return None
     values = [_get(args, key)]
     for _ in range(10 * n):
         if len(values) == n: break
@@ -1113,7 +1045,7 @@ def sample_list_request(f: Family, rng: random.Random, n: int, p_optional: float
     def with_value(v):
         a = json.loads(json.dumps(args)); _put(a, key, v)
         return a
-    return _say(tpl, with_value(values), rng), [_ordered(with_value(v), f.parameters) for v in values]
+    return _say(tpl, with_value(values)), [_ordered(with_value(v), f.parameters) for v in values]
 
 def _with_defaults(f: Family, args: dict) -> dict:
     return {k: p["default"] for k, p in f.parameters["properties"].items() if "default" in p} | args
