@@ -13,7 +13,7 @@ from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
 from .format import CALL_CLOSE, CALL_OPEN, END
 
 # %% auto #0
-__all__ = ['arguments_schema', 'calls_grammar', 'Decoded', 'call_probability', 'decode', 'ground_arguments']
+__all__ = ['arguments_schema', 'calls_grammar', 'Decoded', 'call_probability', 'decode', 'ground_arguments', 'split_unfounded']
 
 # %% ../nbs/19_decoding.ipynb #c006
 _ANNOTATIONS = {"description", "title", "default", "examples", "format", "optional", "$comment"}
@@ -118,14 +118,20 @@ def decode(logits: np.ndarray, step, text_of, is_end, tokenizer, tools: list[dic
     return Decoded(tokens, text + utf8.decode(b"", final=True), p_call, decision)
 
 # %% ../nbs/19_decoding.ipynb #c020b
-_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w])")
-_SPELLED = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())} | {"once": 1, "twice": 2, "half": 0.5}
-_SCALE = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)\s*(thousand|million|billion)\b", re.I)
+_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d)")  # a unit may follow: 5m, 19th, 10kg
+_UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
+_SPELLED = {w: i for i, w in enumerate(_UNITS)} | _TENS | {"hundred": 100, "dozen": 12, "once": 1, "twice": 2, "half": 0.5}
+_COMPOUND = re.compile(rf"\b({'|'.join(_TENS)})[- ]({'|'.join(_UNITS[1:10])})\b")  # twenty-five
+_SCALE = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)\s*(thousand|million|billion|k|bn)\b", re.I)
+_POWER = {"thousand": 3, "k": 3, "million": 6, "billion": 9, "bn": 9}
 
 def _numbers(text: str) -> list[float]:
-    "Every number `text` writes: in digits, in words, and in thousands, millions or billions (2.5 million is 2.5 and 2500000)."
-    return ([float(m.group().replace(",", "")) for m in _NUMBER.finditer(text)] + [float(_SPELLED[w]) for w in re.findall(r"[a-z]+", text.lower()) if w in _SPELLED]
-            + [float(m.group(1)) * 10 ** {"thousand": 3, "million": 6, "billion": 9}[m.group(2).lower()] for m in _SCALE.finditer(text)])
+    "Every number `text` writes: in digits, in words up to ninety-nine, and in thousands, millions or billions (2.5 million is 2.5 and 2500000; 250k is 250000)."
+    text = text.lower()
+    return ([float(m.group().replace(",", "")) for m in _NUMBER.finditer(text)] + [float(_SPELLED[w]) for w in re.findall(r"[a-z]+", text) if w in _SPELLED]
+            + [float(_TENS[m.group(1)] + _UNITS.index(m.group(2))) for m in _COMPOUND.finditer(text)]
+            + [float(m.group(1)) * 10 ** _POWER[m.group(2)] for m in _SCALE.finditer(text)])
 
 def _leaves(value) -> list:
     if isinstance(value, dict): return [x for v in value.values() for x in _leaves(v)]
@@ -145,9 +151,13 @@ def _given(value, text: str, numbers: list[float], elsewhere: list) -> bool:
         return value.strip().lower() in text or all(w in text for w in words)
     return all(_given(v, text, numbers, elsewhere) for v in _leaves(value))
 
+def _said(messages: list[dict]) -> str:
+    "What the conversation gives a call to work from: the user's words and the tools' results, in lower case."
+    return " ".join(str(m.get("content") or "") for m in messages if m.get("role") in ("user", "tool")).lower()
+
 def ground_arguments(calls: list[dict], tools: list[dict], messages: list[dict]) -> list[dict]:
     "`calls` without the optional arguments whose values `messages` (the user's words and the tools' results) do not give."
-    text = " ".join(str(m.get("content") or "") for m in messages if m.get("role") in ("user", "tool")).lower()
+    text = _said(messages)
     numbers, schemas, out = _numbers(text), {t["name"]: t.get("parameters") or {} for t in tools}, []
     for call in calls:
         args, required = call.get("arguments") or {}, set(schemas.get(call.get("name"), {}).get("required", []))
@@ -156,3 +166,15 @@ def ground_arguments(calls: list[dict], tools: list[dict], messages: list[dict])
             return key in required or _given(args[key], text, numbers, elsewhere)
         out.append(call | {"arguments": {k: v for k, v in args.items() if given(k)}} if isinstance(args, dict) else call)
     return out
+
+# %% ../nbs/19_decoding.ipynb #c020g
+def split_unfounded(calls: list[dict], tools: list[dict], messages: list[dict]) -> tuple[list[dict], list[dict]]:
+    "`calls` split in two: those whose required numbers `messages` (the user's words and the tools' results) write, and those with a required number the model invented."
+    text = _said(messages)
+    numbers, schemas, founded, unfounded = _numbers(text), {t["name"]: t.get("parameters") or {} for t in tools}, [], []
+    for call in calls:
+        args, required = call.get("arguments") or {}, (schemas.get(call.get("name")) or {}).get("required", [])
+        invented = [v for k in required if isinstance(args, dict) and k in args for v in _leaves(args[k])
+                    if _is_number(v) and v != 0 and not any(math.isclose(v, n) or math.isclose(v * 100, n) for n in numbers)]
+        (unfounded if invented else founded).append(call)
+    return founded, unfounded

@@ -8,7 +8,7 @@ import dataclasses, hashlib, json, math, os, re, tempfile
 from pathlib import Path
 from .format import parse_reply, render
 from .bfcl import check_calls, load_suite
-from .serving import Completion
+from .serving import Completion, next_reply
 from .decoding import ground_arguments
 
 # %% auto #0
@@ -117,10 +117,10 @@ def evaluate_model(backend, cases: list[dict], max_new_tokens: int = 96, progres
     for case in tqdm(cases, desc=desc, disable=not progress, mininterval=5):
         p = None
         try:
-            out = backend.complete(render(case["prompt"], case["tools"]), max_new_tokens, tools=case["tools"], call_threshold=call_threshold)
+            out, withdrawn = next_reply(backend, case["prompt"], case["tools"], max_new_tokens, call_threshold)
             text, p = out.text, out.call_probability; tokens += out.tokens; seconds += out.seconds
-        except Exception as e: text = f"<backend error: {e}>"
-        rows.append(score_case(case, text) | {"call_probability": p})
+        except Exception as e: text, withdrawn = f"<backend error: {e}>", []
+        rows.append(score_case(case, text) | {"call_probability": p, "withdrawn_calls": len(withdrawn)})
     metrics = summarize(rows) | {"decode_tokens_per_s": round(tokens / seconds, 1) if seconds else None}
     return metrics, rows
 

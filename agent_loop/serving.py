@@ -4,18 +4,18 @@
 
 # %% ../nbs/09_serving.ipynb #c003
 from __future__ import annotations
-import json, os, threading, time
+import dataclasses, json, os, threading, time
 from dataclasses import dataclass
 from pathlib import Path
-from .decoding import decode, ground_arguments
-from .format import CALL_OPEN, END, parse_reply, render
+from .decoding import decode, ground_arguments, split_unfounded
+from .format import CALL_OPEN, END, format_call, parse_reply, render
 from .ollama import messages_for_ollama, reply_from_ollama, tools_for_ollama
 from .registry import ModelFileError, check_gguf
 from .tools import DEFAULT_TOOLS, Tool, run_tool, tool_schemas
 
 # %% auto #0
-__all__ = ['Completion', 'ContextOverflow', 'check_fits', 'LlamaCppBackend', 'OllamaBackend', 'TransformersBackend', 'Busy',
-           'LlamaCppPool', 'run_agent', 'selfcheck']
+__all__ = ['NEVER_CALL', 'Completion', 'ContextOverflow', 'check_fits', 'LlamaCppBackend', 'OllamaBackend', 'TransformersBackend',
+           'Busy', 'LlamaCppPool', 'next_reply', 'run_agent', 'selfcheck']
 
 # %% ../nbs/09_serving.ipynb #c005
 @dataclass
@@ -201,6 +201,25 @@ class LlamaCppPool:
         for c in self.contexts: c.close()
 
 
+# %% ../nbs/09_serving.ipynb #c006g
+NEVER_CALL = 2.0  # a call threshold that no P(call) reaches: the reply is an answer
+
+def next_reply(backend, messages: list[dict], tools: list[dict], max_new_tokens: int = 192, call_threshold: float | None = None,
+               listen=None) -> tuple[Completion, list[dict]]:
+    """The model's next reply to `messages` with `tools` (schemas) offered, and the calls withdrawn from it because a required number in them was invented.
+    `listen()`, if given, makes the `on_text` listener of each decoding (a withdrawn reply is decoded again, and its listener starts afresh)."""
+    streaming = lambda: {"on_text": listen()} if listen else {}
+    if hasattr(backend, "chat"): return backend.chat(messages, tools, max_new_tokens, **streaming()), []  # renders the prompt itself (Ollama's template)
+    prompt = render(messages, tools)
+    out = backend.complete(prompt, max_new_tokens, tools=tools, call_threshold=call_threshold, **streaming())
+    reply = parse_reply(out.text, tools)
+    if out.decision != "call" or reply.kind != "calls": return out, []
+    founded, unfounded = split_unfounded(reply.calls, tools, messages)
+    if not unfounded: return out, []
+    if founded: return dataclasses.replace(out, text="\n".join(map(format_call, founded))), unfounded
+    again = backend.complete(prompt, max_new_tokens, tools=tools, call_threshold=NEVER_CALL, **streaming())
+    return dataclasses.replace(again, tokens=out.tokens + again.tokens, seconds=out.seconds + again.seconds, call_probability=out.call_probability), unfounded
+
 # %% ../nbs/09_serving.ipynb #c008
 class _AnswerText:
     "Passes on a reply's text as it is generated, once it cannot be a tool call any more; notes when the first piece came."
@@ -226,14 +245,13 @@ def run_agent(messages: list[dict], backend, tools: list[Tool] = DEFAULT_TOOLS, 
             if on_event: on_event({"type": "message", "message": m})
     for _ in range(max_steps):
         stats["steps"] += 1
-        streaming = {"on_text": _AnswerText(on_event, started, stats)} if on_event else {}
-        try:
-            if hasattr(backend, "chat"): out = backend.chat(messages + new, schemas, max_new_tokens, **streaming)  # a backend that renders the prompt itself (Ollama's template)
-            else: out = backend.complete(render(messages + new, schemas), max_new_tokens, tools=schemas, call_threshold=call_threshold, **streaming)
+        listen = (lambda: _AnswerText(on_event, started, stats)) if on_event else None
+        try: out, withdrawn = next_reply(backend, messages + new, schemas, max_new_tokens, call_threshold, listen)
         except ContextOverflow as e: add({"role": "assistant", "content": f"⚠️ {e}. Start a new chat.", "error": "context_overflow"}); break
         except Busy: add({"role": "assistant", "content": "⚠️ The server is busy; please try again in a moment.", "error": "busy"}); break
         except Exception as e: add({"role": "assistant", "content": f"⚠️ The model backend failed: {type(e).__name__}: {e}", "error": "backend"}); break
         stats["tokens"] += out.tokens; stats["seconds"] += out.seconds
+        if withdrawn: stats.setdefault("withdrawn_calls", []).extend(c["name"] for c in withdrawn)  # names only: the log keeps no unredacted values
         reply = parse_reply(out.text, schemas)
         if reply.kind == "answer": add({"role": "assistant", "content": reply.text}); break
         if reply.kind == "error":
