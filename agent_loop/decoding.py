@@ -161,10 +161,14 @@ def ground_arguments(calls: list[dict], tools: list[dict], messages: list[dict])
     numbers, schemas, out = _numbers(text), {t["name"]: t.get("parameters") or {} for t in tools}, []
     for call in calls:
         args, required = call.get("arguments") or {}, set(schemas.get(call.get("name"), {}).get("required", []))
-        def given(key):
+        if not isinstance(args, dict): out.append(call); continue
+        kept = {}
+        for key, value in args.items():
             elsewhere = [v for k, a in args.items() if k != key for v in _leaves(a)]
-            return key in required or _given(args[key], text, numbers, elsewhere)
-        out.append(call | {"arguments": {k: v for k, v in args.items() if given(k)}} if isinstance(args, dict) else call)
+            if key in required or _given(value, text, numbers, elsewhere): kept[key] = value
+            elif isinstance(value, list) and not any(isinstance(v, (list, dict)) for v in value):
+                if some := [v for v in value if _given(v, text, numbers, elsewhere)]: kept[key] = some  # a list keeps the items given
+        out.append(call | {"arguments": kept})
     return out
 
 # %% ../nbs/19_decoding.ipynb #c020g
