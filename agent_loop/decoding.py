@@ -13,7 +13,8 @@ from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
 from .format import CALL_CLOSE, CALL_OPEN, END
 
 # %% auto #0
-__all__ = ['arguments_schema', 'calls_grammar', 'Decoded', 'call_probability', 'decode', 'ground_arguments', 'split_unfounded']
+__all__ = ['arguments_schema', 'calls_grammar', 'Decoded', 'call_probability', 'decode', 'ground_arguments', 'split_unfounded',
+           'drop_restatements', 'settled_calls']
 
 # %% ../nbs/19_decoding.ipynb #c006
 _ANNOTATIONS = {"description", "title", "default", "examples", "format", "optional", "$comment"}
@@ -182,3 +183,22 @@ def split_unfounded(calls: list[dict], tools: list[dict], messages: list[dict]) 
                     if _is_number(v) and v != 0 and not any(math.isclose(v, n) or math.isclose(v * 100, n) for n in numbers)]
         (unfounded if invented else founded).append(call)
     return founded, unfounded
+
+# %% ../nbs/19_decoding.ipynb #c020l
+def _same(a, b) -> bool:
+    if _is_number(a) and _is_number(b): return math.isclose(a, b)
+    return isinstance(a, str) and isinstance(b, str) and a.strip().lower() == b.strip().lower()
+
+def drop_restatements(calls: list[dict], messages: list[dict]) -> list[dict]:
+    "`calls` without those after the first that use no value `messages` give which an earlier call did not already use."
+    text = _said(messages)
+    numbers, used, out = _numbers(text), [], []
+    for call in calls:
+        values = [v for v in _leaves(call.get("arguments") or {}) if not isinstance(v, bool) and v is not None]
+        if out and not any(_given(v, text, numbers, []) and not any(_same(v, u) for u in used) for v in values): continue
+        out.append(call); used += values
+    return out
+
+def settled_calls(calls: list[dict], tools: list[dict], messages: list[dict]) -> list[dict]:
+    "The calls the app runs and the evaluation scores: `calls` with their arguments grounded in `messages`, then without restatements."
+    return drop_restatements(ground_arguments(calls, tools, messages), messages)

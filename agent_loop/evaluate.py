@@ -9,7 +9,7 @@ from pathlib import Path
 from .format import parse_reply, render
 from .bfcl import check_calls, load_suite
 from .serving import Completion, next_reply
-from .decoding import ground_arguments
+from .decoding import settled_calls
 
 # %% auto #0
 __all__ = ['DECODING', 'expected_calls', 'mentions', 'eval_cases', 'bfcl_cases', 'score_case', 'wilson', 'own_cases', 'summarize',
@@ -70,7 +70,7 @@ def score_case(case: dict, output: str) -> dict:
     row = {k: case[k] for k in ("id", "suite", "category", "kind", "step")} | {"output": output[:500], "reply": reply.kind, "format_valid": reply.kind != "error", "why": reply.error}
     if reply.kind == "error": return row | {"correct": False}
     if case["step"] == "first":
-        calls = ground_arguments(reply.calls, case["tools"], case["prompt"]) if reply.kind == "calls" else None
+        calls = settled_calls(reply.calls, case["tools"], case["prompt"]) if reply.kind == "calls" else None
         ok, why = check_calls({"category": case["category"], "tools": case["tools"], "expected": case["expected"]}, calls)
         return row | {"correct": ok, "why": why}
     missing = [v for v in case["expect_values"] if not mentions(reply.text, v)]

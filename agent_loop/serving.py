@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses, json, os, threading, time
 from dataclasses import dataclass
 from pathlib import Path
-from .decoding import decode, ground_arguments, split_unfounded
+from .decoding import decode, settled_calls, split_unfounded
 from .format import CALL_OPEN, END, format_call, parse_reply, render
 from .ollama import messages_for_ollama, reply_from_ollama, tools_for_ollama
 from .registry import ModelFileError, check_gguf
@@ -256,7 +256,7 @@ def run_agent(messages: list[dict], backend, tools: list[Tool] = DEFAULT_TOOLS, 
         if reply.kind == "answer": add({"role": "assistant", "content": reply.text}); break
         if reply.kind == "error":
             add({"role": "assistant", "content": f"⚠️ The model's reply was malformed: {reply.error}", "error": "format", "raw": out.text}); break
-        calls = ground_arguments(reply.calls, schemas, messages + new)  # optional arguments only where the conversation gives them
+        calls = settled_calls(reply.calls, schemas, messages + new)  # optional arguments only where the conversation gives them; no restatements
         add({"role": "assistant", "content": "", "tool_calls": calls})
         add(*(run_tool(c, tools) for c in calls))
     else:
