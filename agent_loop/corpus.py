@@ -1214,7 +1214,7 @@ def _counts(n: int, props: dict) -> dict:
     return out
 
 def generate_corpus(n: int, seed: int, families: list[str] | None = None, proportions: dict | None = None, *,
-                    p_optional: float = 0.6, p_alt_name: float = 0.25, p_opaque_name: float = 0.15, p_rename_params: float = 0.1,
+                    p_optional: float = 0.35, p_alt_name: float = 0.25, p_opaque_name: float = 0.15, p_rename_params: float = 0.1,
                     asked_from: list[str] | None = None) -> list[dict]:
     """`n` distinct examples drawn only from `families` (default all; as targets and as distractors), in `proportions` of categories;
     `irrelevance` requests ask for a family of `asked_from` (default `families`), so that a few families offered can have near misses."""
