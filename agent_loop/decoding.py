@@ -180,7 +180,7 @@ def split_unfounded(calls: list[dict], tools: list[dict], messages: list[dict]) 
     for call in calls:
         args, required = call.get("arguments") or {}, (schemas.get(call.get("name")) or {}).get("required", [])
         invented = [v for k in required if isinstance(args, dict) and k in args for v in _leaves(args[k])
-                    if _is_number(v) and v != 0 and not any(math.isclose(v, n) or math.isclose(v * 100, n) for n in numbers)]
+                    if _is_number(v) and v != 0 and not _given(v, text, numbers, [])]
         (unfounded if invented else founded).append(call)
     return founded, unfounded
 

@@ -8,7 +8,7 @@ import dataclasses, hashlib, json, math, os, re, tempfile
 from pathlib import Path
 from .format import parse_reply, render
 from .bfcl import check_calls, load_suite
-from .serving import Completion, next_reply
+from .serving import NEVER_CALL, Completion, next_reply
 from .decoding import settled_calls
 
 # %% auto #0
@@ -230,7 +230,7 @@ class CompletionCache:
         first = self.first_token(prompt, tools)
         p = first.call_probability
         branch = first.decision if call_threshold is None else "call" if p >= call_threshold else "answer"
-        out = self._get(self.key(prompt, max_tokens, branch), lambda b: b.complete(prompt, max_tokens, tools=tools, call_threshold=0.0 if branch == "call" else 2.0))
+        out = self._get(self.key(prompt, max_tokens, branch), lambda b: b.complete(prompt, max_tokens, tools=tools, call_threshold=0.0 if branch == "call" else NEVER_CALL))
         return dataclasses.replace(out, call_probability=p, decision=branch)
     def close(self):
         if self.backend is not None: self.backend.close()
@@ -247,7 +247,6 @@ def score_gguf(gguf: Path, sha256: str, cases: list[dict], max_new_tokens: int, 
     try: metrics, rows = evaluate_model(cache, cases, max_new_tokens, progress, desc, call_threshold)
     finally: cache.close()
     return metrics | {"generated": cache.generated, "call_threshold": call_threshold}, rows
-
 
 # %% ../nbs/10_evaluate.ipynb #c019
 def _interleave(rows: list[dict]) -> list[dict]:
