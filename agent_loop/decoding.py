@@ -4,7 +4,8 @@
 
 # %% ../nbs/19_decoding.ipynb #c003
 from __future__ import annotations
-import codecs, json, math, re
+import codecs, datetime, json, math, re
+import dateutil.parser
 from dataclasses import dataclass
 from functools import lru_cache
 import numpy as np
@@ -14,7 +15,7 @@ from .format import CALL_CLOSE, CALL_OPEN, END
 
 # %% auto #0
 __all__ = ['arguments_schema', 'calls_grammar', 'Decoded', 'call_probability', 'decode', 'ground_arguments', 'split_unfounded',
-           'drop_restatements', 'settled_calls']
+           'drop_restatements', 'date_layout', 'read_date', 'conform_arguments', 'settled_calls']
 
 # %% ../nbs/19_decoding.ipynb #c006
 _ANNOTATIONS = {"description", "title", "default", "examples", "format", "optional", "$comment"}
@@ -199,6 +200,58 @@ def drop_restatements(calls: list[dict], messages: list[dict]) -> list[dict]:
         out.append(call); used += values
     return out
 
+# %% ../nbs/19_decoding.ipynb #c020p
+_LAYOUT = re.compile(r"\b(yyyy|mm|dd)([-/.])(yyyy|mm|dd)\2(yyyy|mm|dd)\b", re.I)
+_ISO_EXAMPLE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+_MONTH = re.compile(r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?", re.I)
+_PERCENT = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)\s*(?:%|per ?cent\b)", re.I)
+
+def date_layout(spec: dict) -> tuple[tuple[str, str, str], str] | None:
+    "The layout a string parameter's schema `spec` declares for a date, as its three fields in order and their separator: (('yyyy', 'mm', 'dd'), '-') for ISO; None when it declares none."
+    if not isinstance(spec, dict) or spec.get("type") != "string": return None
+    if spec.get("format") == "date": return ("yyyy", "mm", "dd"), "-"
+    about = str(spec.get("description") or "")
+    if (m := _LAYOUT.search(about)) and sorted(p.lower() for p in m.group(1, 3, 4)) == ["dd", "mm", "yyyy"]:
+        return tuple(p.lower() for p in m.group(1, 3, 4)), m.group(2)
+    return (("yyyy", "mm", "dd"), "-") if _ISO_EXAMPLE.search(about) else None
+
+def read_date(value: str) -> datetime.date | None:
+    "The date `value` writes, when it can be read only one way; else None."
+    v = value.strip()
+    try:
+        if m := re.fullmatch(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})", v): y, mo, d = map(int, m.groups())
+        elif m := re.fullmatch(r"(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})", v):
+            a, b, y = map(int, m.groups())
+            if a > 12 >= b: d, mo = a, b
+            elif b > 12 >= a: mo, d = a, b
+            else: return None  # day and month cannot be told apart
+        elif _MONTH.search(v) and re.search(r"\b\d{4}\b", v) and re.search(r"(?<!\d)\d{1,2}(?!\d)", v):
+            return dateutil.parser.parse(v, default=datetime.datetime(1, 1, 1)).date()
+        else: return None
+        return datetime.date(y, mo, d)
+    except (ValueError, OverflowError): return None  # no such day
+
+def _in_layout(date: datetime.date, layout) -> str:
+    fields, sep = layout
+    return sep.join({"yyyy": f"{date.year:04d}", "mm": f"{date.month:02d}", "dd": f"{date.day:02d}"}[f] for f in fields)
+
+def conform_arguments(calls: list[dict], tools: list[dict], messages: list[dict]) -> list[dict]:
+    "`calls` with each top-level value in the form its parameter declares: a date in the declared layout, a percentage the user wrote as the fraction a `number` parameter takes unless it speaks of percent."
+    percents = [float(x) for x in _PERCENT.findall(_said(messages))]
+    schemas, out = {t["name"]: (t.get("parameters") or {}).get("properties") or {} for t in tools}, []
+    for call in calls:
+        args, props = call.get("arguments"), schemas.get(call.get("name")) or {}
+        if not isinstance(args, dict): out.append(call); continue
+        conformed = {}
+        for key, value in args.items():
+            spec = props.get(key) if isinstance(props.get(key), dict) else {}
+            if isinstance(value, str) and (layout := date_layout(spec)) and (date := read_date(value)): value = _in_layout(date, layout)
+            elif (_is_number(value) and spec.get("type") == "number" and abs(value) > 1 and any(math.isclose(value, p) for p in percents)
+                  and not re.search(r"percent|%", str(spec.get("description") or ""), re.I)): value = value / 100
+            conformed[key] = value
+        out.append(call | {"arguments": conformed})
+    return out
+
 def settled_calls(calls: list[dict], tools: list[dict], messages: list[dict]) -> list[dict]:
-    "The calls the app runs and the evaluation scores: `calls` with their arguments grounded in `messages`, then without restatements."
-    return drop_restatements(ground_arguments(calls, tools, messages), messages)
+    "The calls the app runs and the evaluation scores: `calls` with their arguments grounded in `messages`, without restatements, in the forms their parameters declare."
+    return conform_arguments(drop_restatements(ground_arguments(calls, tools, messages), messages), tools, messages)
