@@ -22,13 +22,13 @@ _ANNOTATIONS = {"description", "title", "default", "examples", "format", "option
 _NO_MARKUP = "^[^<]*$"  # free text in a call holds no "<": no tag can open or close inside it
 
 def arguments_schema(spec):
-    "The JSON schema `spec` as the decoder enforces it: properties in sorted order, no undeclared properties, annotations dropped."
+    "The JSON schema `spec` as the decoder enforces it: properties in their declared order, no undeclared properties, annotations dropped."
     if isinstance(spec, list): return [arguments_schema(s) for s in spec]
     if not isinstance(spec, dict): return spec
     out = {}
     for key, value in spec.items():
         if key in _ANNOTATIONS: continue
-        if key == "properties" and isinstance(value, dict): out[key] = {name: arguments_schema(value[name]) for name in sorted(value)}
+        if key == "properties" and isinstance(value, dict): out[key] = {name: arguments_schema(spec) for name, spec in value.items()}
         elif key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems", "not"): out[key] = arguments_schema(value)
         else: out[key] = value
     if "properties" in out: out.setdefault("additionalProperties", False)
@@ -59,7 +59,7 @@ def _grammar(tools_json: str) -> tuple[str, tuple[str, ...]]:
 def calls_grammar(tools: list[dict]) -> tuple[str, tuple[str, ...]]:
     "The llguidance (Lark) grammar of a reply made of calls to `tools`, one per line, and the names of tools whose arguments could only be held to 'a JSON object'."
     if not tools: raise ValueError("a calls grammar needs at least one tool")
-    return _grammar(json.dumps(tools, sort_keys=True))
+    return _grammar(json.dumps(tools))  # not sort_keys: the order of properties is part of the grammar
 
 # %% ../nbs/19_decoding.ipynb #c015
 @dataclass
