@@ -46,11 +46,20 @@ def _call_schema(tool: dict, arguments: dict) -> dict:
 def _compiles(schema: dict) -> bool:
     return not llguidance.LLMatcher.validate_grammar(llguidance.LLMatcher.grammar_from_json_schema(schema | {"x-guidance": _COMPACT}))
 
+_CHECKABLE = {"string", "number", "integer", "array"}  # kinds of value ground_arguments can find in the conversation
+
+def _optional_written(arguments: dict) -> dict:
+    "A tool's `arguments` schema with its optional texts, numbers and lists required too: the model writes each, and `ground_arguments` keeps those the conversation gives."
+    props = arguments.get("properties")
+    if not isinstance(props, dict): return arguments
+    checkable = [k for k, s in props.items() if isinstance(s, dict) and isinstance(s.get("type"), str) and s["type"] in _CHECKABLE]
+    return arguments | {"required": [k for k in props if k in arguments.get("required", []) or k in checkable]}
+
 @lru_cache(maxsize=256)
 def _grammar(tools_json: str) -> tuple[str, tuple[str, ...]]:
     calls, loose = [], []
     for tool in json.loads(tools_json):
-        call = _call_schema(tool, arguments_schema(tool.get("parameters") or {"type": "object"}))
+        call = _call_schema(tool, _optional_written(arguments_schema(tool.get("parameters") or {"type": "object"})))
         if not _compiles(call): call = _call_schema(tool, {"type": "object"}); loose.append(tool["name"])
         calls.append(call)
     body = json.dumps({"anyOf": calls, "x-guidance": _COMPACT})
