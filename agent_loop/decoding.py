@@ -85,7 +85,7 @@ def _allowed(matcher, mask: np.ndarray, n_vocab: int) -> np.ndarray:
 def _repeats_a_call(text: str) -> bool:
     "Whether the last call `text` completed is one it made before (calls are canonical under the grammar: the same call is the same line)."
     calls = [line for line in text.split("\n") if line.endswith(CALL_CLOSE)]
-    return calls[-1] in calls[:-1]
+    return bool(calls) and calls[-1] in calls[:-1]  # the close tag can also come in a token that goes on past it
 
 def call_probability(logits: np.ndarray, opens_call: np.ndarray) -> float:
     "The probability that softmax(`logits`) gives to the tokens marked in `opens_call`."
