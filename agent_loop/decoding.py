@@ -14,8 +14,8 @@ from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
 from .format import CALL_CLOSE, CALL_OPEN, END
 
 # %% auto #0
-__all__ = ['arguments_schema', 'calls_grammar', 'Decoded', 'call_probability', 'decode', 'ground_arguments', 'split_unfounded',
-           'drop_restatements', 'date_layout', 'read_date', 'conform_arguments', 'settled_calls']
+__all__ = ['arguments_schema', 'calls_grammar', 'Decoded', 'call_probability', 'decode', 'ground_arguments', 'complete_numbers',
+           'split_unfounded', 'drop_restatements', 'date_layout', 'read_date', 'conform_arguments', 'settled_calls']
 
 # %% ../nbs/19_decoding.ipynb #c006
 _ANNOTATIONS = {"description", "title", "default", "examples", "format", "optional", "$comment"}
@@ -183,9 +183,24 @@ def ground_arguments(calls: list[dict], tools: list[dict], messages: list[dict])
     return out
 
 # %% ../nbs/19_decoding.ipynb #c020g
-def split_unfounded(calls: list[dict], tools: list[dict], messages: list[dict]) -> tuple[list[dict], list[dict]]:
-    "`calls` split in two: those whose required numbers `messages` (the user's words and the tools' results) write, and those with a required number the model invented."
+_GROUPED = re.compile(r"(?<![\w.,])(\d{1,3})((?:,\d{3})+)(?:\.\d+)?(?!\d|,\d)")  # 2,000,000; a sentence comma may follow
+
+def complete_numbers(calls: list[dict], messages: list[dict]) -> list[dict]:
+    "`calls` with each number the conversation does not write, but that begins exactly one number it writes with thousands separators, replaced by that number."
     text = _said(messages)
+    numbers, heads = _numbers(text), {}
+    for m in _GROUPED.finditer(text): heads.setdefault(int(m.group(1)), set()).add(float(m.group().replace(",", "")))
+    def complete(v):
+        if isinstance(v, list): return [complete(x) for x in v]
+        if isinstance(v, dict): return {k: complete(x) for k, x in v.items()}
+        if not _is_number(v) or _given(v, text, numbers, []) or len(heads.get(v, ())) != 1: return v
+        full = next(iter(heads[v]))
+        return int(full) if full.is_integer() else full
+    return [call | {"arguments": complete(call["arguments"])} if isinstance(call.get("arguments"), dict) else call for call in calls]
+
+def split_unfounded(calls: list[dict], tools: list[dict], messages: list[dict]) -> tuple[list[dict], list[dict]]:
+    "`calls`, their numbers completed, split in two: those whose required numbers `messages` (the user's words and the tools' results) write, and those with a required number the model invented."
+    text, calls = _said(messages), complete_numbers(calls, messages)
     numbers, schemas, founded, unfounded = _numbers(text), {t["name"]: t.get("parameters") or {} for t in tools}, [], []
     for call in calls:
         args, required = call.get("arguments") or {}, (schemas.get(call.get("name")) or {}).get("required", [])
