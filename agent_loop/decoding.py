@@ -28,7 +28,7 @@ def arguments_schema(spec):
     out = {}
     for key, value in spec.items():
         if key in _ANNOTATIONS: continue
-        if key == "properties" and isinstance(value, dict): out[key] = {name: arguments_schema(spec) for name, spec in value.items()}
+        if key == "properties" and isinstance(value, dict): out[key] = {name: arguments_schema(sub) for name, sub in value.items()}
         elif key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems", "not"): out[key] = arguments_schema(value)
         else: out[key] = value
     if "properties" in out: out.setdefault("additionalProperties", False)
