@@ -215,7 +215,7 @@ def next_reply(backend, messages: list[dict], tools: list[dict], max_new_tokens:
     reply = parse_reply(out.text, tools)
     if out.decision != "call" or reply.kind != "calls": return out, []
     founded, unfounded = split_unfounded(reply.calls, tools, messages)
-    if not unfounded: return (out if founded == reply.calls else dataclasses.replace(out, text="\n".join(map(format_call, founded)))), []
+    if not unfounded and founded == reply.calls: return out, []
     if founded: return dataclasses.replace(out, text="\n".join(map(format_call, founded))), unfounded
     again = backend.complete(prompt, max_new_tokens, tools=tools, call_threshold=NEVER_CALL, **streaming())
     return dataclasses.replace(again, tokens=out.tokens + again.tokens, seconds=out.seconds + again.seconds, call_probability=out.call_probability), unfounded
