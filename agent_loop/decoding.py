@@ -5,8 +5,8 @@
 # %% ../nbs/19_decoding.ipynb #c003
 from __future__ import annotations
 import codecs, datetime, json, math, re
-import dateutil.parser
-from dataclasses import dataclass
+import dateutil.parser, pint
+from dataclasses import dataclass, replace
 from functools import lru_cache
 import numpy as np
 import llguidance
@@ -14,8 +14,9 @@ from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
 from .format import CALL_CLOSE, CALL_OPEN, END
 
 # %% auto #0
-__all__ = ['arguments_schema', 'calls_grammar', 'Decoded', 'call_probability', 'decode', 'ground_arguments', 'complete_numbers',
-           'split_unfounded', 'drop_restatements', 'date_layout', 'read_date', 'conform_arguments', 'settled_calls']
+__all__ = ['arguments_schema', 'calls_grammar', 'Decoded', 'call_probability', 'decode', 'ground_arguments', 'name_options',
+           'complete_numbers', 'declared_default', 'split_unfounded', 'drop_restatements', 'date_layout', 'read_date',
+           'conform_arguments', 'settled_calls']
 
 # %% ../nbs/19_decoding.ipynb #c006
 _ANNOTATIONS = {"description", "title", "default", "examples", "format", "optional", "$comment"}
@@ -56,19 +57,21 @@ def _optional_written(arguments: dict) -> dict:
     return arguments | {"required": [k for k in props if k in arguments.get("required", []) or k in checkable]}
 
 @lru_cache(maxsize=256)
-def _grammar(tools_json: str) -> tuple[str, tuple[str, ...]]:
+def _grammar(tools_json: str, write_optional: bool) -> tuple[str, tuple[str, ...]]:
     calls, loose = [], []
     for tool in json.loads(tools_json):
-        call = _call_schema(tool, _optional_written(arguments_schema(tool.get("parameters") or {"type": "object"})))
+        arguments = arguments_schema(tool.get("parameters") or {"type": "object"})
+        call = _call_schema(tool, _optional_written(arguments) if write_optional else arguments)
         if not _compiles(call): call = _call_schema(tool, {"type": "object"}); loose.append(tool["name"])
         calls.append(call)
     body = json.dumps({"anyOf": calls, "x-guidance": _COMPACT})
     return f'start: call ("\\n" call)*\ncall: {json.dumps(CALL_OPEN)} body {json.dumps(CALL_CLOSE)}\nbody: %json {body}\n', tuple(loose)
 
-def calls_grammar(tools: list[dict]) -> tuple[str, tuple[str, ...]]:
-    "The llguidance (Lark) grammar of a reply made of calls to `tools`, one per line, and the names of tools whose arguments could only be held to 'a JSON object'."
+def calls_grammar(tools: list[dict], write_optional: bool = True) -> tuple[str, tuple[str, ...]]:
+    """The llguidance (Lark) grammar of a reply made of calls to `tools`, one per line, and the names of tools whose arguments could only be held to 'a JSON object'.
+    With `write_optional`, optional texts, numbers and lists must be written too (for `ground_arguments` to check); without, only the required arguments."""
     if not tools: raise ValueError("a calls grammar needs at least one tool")
-    return _grammar(json.dumps(tools))  # not sort_keys: the order of properties is part of the grammar
+    return _grammar(json.dumps(tools), write_optional)  # not sort_keys: the order of properties is part of the grammar
 
 # %% ../nbs/19_decoding.ipynb #c015
 @dataclass
@@ -93,14 +96,15 @@ def call_probability(logits: np.ndarray, opens_call: np.ndarray) -> float:
     return float(weights[opens_call].sum() / weights.sum())
 
 def decode(logits: np.ndarray, step, text_of, is_end, tokenizer, tools: list[dict] | None, max_tokens: int,
-           call_threshold: float | None = None, on_text=None) -> Decoded:
+           call_threshold: float | None = None, on_text=None, restart=None, write_optional: bool = True) -> Decoded:
     """Greedy decoding from `logits`, the scores of the reply's first token; with `tools`, a call when P(call) ≥ `call_threshold`
     (None: when a call-opening token is the likeliest), its every token inside the calls grammar; else an answer that cannot open a call.
-    A call that repeats one the reply already made ends the reply, without it."""
+    A call that repeats one the reply already made ends the reply, without it. A call still open at `max_tokens` is decoded again with
+    only the required arguments written, when `restart()` gives the first token's scores again (the prompt evaluated anew)."""
     n_vocab, tokens, text, decision, p_call, matcher = len(logits), [], "", "free", None, None
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
     if tools:
-        matcher = llguidance.LLMatcher(tokenizer, calls_grammar(tools)[0])
+        matcher = llguidance.LLMatcher(tokenizer, calls_grammar(tools, write_optional)[0])
         if matcher.is_error(): raise ValueError(f"the calls grammar did not compile: {matcher.get_error()}")
         mask = allocate_token_bitmask(1, tokenizer.vocab_size)
         allowed = _allowed(matcher, mask, n_vocab)
@@ -126,7 +130,12 @@ def decode(logits: np.ndarray, step, text_of, is_end, tokenizer, tools: list[dic
         if on_text and piece: on_text(piece)
         if len(tokens) >= max_tokens: break
         logits = step(feed)
-    return Decoded(tokens, text + utf8.decode(b"", final=True), p_call, decision)
+    out = Decoded(tokens, text + utf8.decode(b"", final=True), p_call, decision)
+    if decision == "call" and write_optional and restart is not None and not out.text.rstrip().endswith(CALL_CLOSE):
+        # it ran on inside a value where it wanted to end the call and the grammar asked for an optional argument
+        again = decode(restart(), step, text_of, is_end, tokenizer, tools, max_tokens, 0.0, on_text, write_optional=False)
+        return replace(again, tokens=tokens + again.tokens, call_probability=p_call)
+    return out
 
 # %% ../nbs/19_decoding.ipynb #c020b
 _NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d)")  # a unit may follow: 5m, 19th, 10kg
@@ -151,16 +160,40 @@ def _leaves(value) -> list:
 
 def _is_number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
 
+def _words(text: str) -> set[str]:
+    "The words of `text` in lower case, a number and the unit attached to it apart (\"5m\" is 5 and m)."
+    return set(re.findall(r"[^\W\d_]+|\d+", text.lower()))
+
+@lru_cache(maxsize=1)
+def _registry() -> pint.UnitRegistry: return pint.UnitRegistry()
+
+@lru_cache(maxsize=8192)
+def _unit(word: str):
+    "The unit with a dimension that pint reads `word` as (C and F as degrees: \"m\", \"meters\" and \"metre\" are one), or None."
+    try: unit = _registry().parse_units({"C": "degC", "F": "degF"}.get(word, word))
+    except Exception: return None  # pint raises several kinds for words that are no unit
+    return None if unit.dimensionless else unit
+
 def _given(value, text: str, numbers: list[float], elsewhere: list) -> bool:
     "Whether the conversation (`text`, the `numbers` it writes) gives `value`, which the call's other arguments' values (`elsewhere`) do not use up."
     if isinstance(value, bool) or value is None: return True
     if _is_number(value):
-        written = sum(math.isclose(value, n) or math.isclose(value * 100, n) for n in numbers)
+        # as itself, as the percentage of a fraction, or after a minus sign the text sets apart ("y = x - 4" gives -4)
+        written = sum(math.isclose(value, n) or math.isclose(value * 100, n) or (value < 0 and math.isclose(-value, n)) for n in numbers)
         return written > sum(_is_number(v) and math.isclose(value, v) for v in elsewhere)
     if isinstance(value, str):
-        words = re.findall(r"\w+", value.lower())
-        return value.strip().lower() in text or all(w in text for w in words)
+        words = _words(value)  # whole words: "B" is not given by any text with a b in it
+        if not words or re.search(rf"(?<!\w){re.escape(value.strip().lower())}(?!\w)", text) is not None or words <= _words(text): return True
+        return (unit := _unit(value.strip())) is not None and any(_unit(w) == unit for w in _words(text))  # "m" for "5 meters"
     return all(_given(v, text, numbers, elsewhere) for v in _leaves(value))
+
+def _option_named(value, spec: dict, text: str) -> bool:
+    """Whether `text` names `value`, one of the texts `spec` enumerates: in full, or by a word that no other option has (\"backstage access\"
+    names \"Backstage Pass\"), three letters long at least (the "in" of "miles in km" names no unit)."""
+    options = [o for o in (spec.get("enum") or []) if isinstance(o, str)] if isinstance(spec, dict) else []
+    if not isinstance(value, str) or value not in options: return False
+    others = set().union(*(_words(o) for o in options if o != value))
+    return len(value.strip()) >= 3 and _given(value, text, [], []) or bool({w for w in _words(value) - others if len(w) >= 3} & _words(text))
 
 def _said(messages: list[dict]) -> str:
     "What the conversation gives a call to work from: the user's words and the tools' results, in lower case."
@@ -171,15 +204,34 @@ def ground_arguments(calls: list[dict], tools: list[dict], messages: list[dict])
     text = _said(messages)
     numbers, schemas, out = _numbers(text), {t["name"]: t.get("parameters") or {} for t in tools}, []
     for call in calls:
-        args, required = call.get("arguments") or {}, set(schemas.get(call.get("name"), {}).get("required", []))
+        args, schema = call.get("arguments") or {}, schemas.get(call.get("name")) or {}
+        required, props = set(schema.get("required", [])), schema.get("properties") or {}
         if not isinstance(args, dict): out.append(call); continue
         kept = {}
         for key, value in args.items():
-            elsewhere = [v for k, a in args.items() if k != key for v in _leaves(a)]
-            if key in required or _given(value, text, numbers, elsewhere): kept[key] = value
+            elsewhere, spec = [v for k, a in args.items() if k != key for v in _leaves(a)], props.get(key) if isinstance(props.get(key), dict) else {}
+            given = lambda v, spec: _given(v, text, numbers, elsewhere) or _option_named(v, spec, text)
+            if key in required or given(value, spec): kept[key] = value
             elif isinstance(value, list) and not any(isinstance(v, (list, dict)) for v in value):
-                if some := [v for v in value if _given(v, text, numbers, elsewhere)]: kept[key] = some  # a list keeps the items given
+                if some := [v for v in value if given(v, spec.get("items"))]: kept[key] = some  # a list keeps the items given
         out.append(call | {"arguments": kept})
+    return out
+
+# %% ../nbs/19_decoding.ipynb #c753b453
+def name_options(calls: list[dict], tools: list[dict], messages: list[dict]) -> list[dict]:
+    "`calls` with each option of a closed set (a text `enum`) that `messages` do not name replaced by the one option they name, when they name exactly one."
+    text = _said(messages)
+    schemas, out = {t["name"]: (t.get("parameters") or {}).get("properties") or {} for t in tools}, []
+    for call in calls:
+        args, props = call.get("arguments"), schemas.get(call.get("name")) or {}
+        if not isinstance(args, dict): out.append(call); continue
+        chosen = {}
+        for key, value in args.items():
+            spec = props.get(key) if isinstance(props.get(key), dict) else {}
+            if value in (options := [o for o in spec.get("enum") or [] if isinstance(o, str)]) and not (_given(value, text, [], []) or _option_named(value, spec, text)):
+                if len(named := [o for o in options if _option_named(o, spec, text)]) == 1: value = named[0]
+            chosen[key] = value
+        out.append(call | {"arguments": chosen})
     return out
 
 # %% ../nbs/19_decoding.ipynb #c020g
@@ -198,14 +250,24 @@ def complete_numbers(calls: list[dict], messages: list[dict]) -> list[dict]:
         return int(full) if full.is_integer() else full
     return [call | {"arguments": complete(call["arguments"])} if isinstance(call.get("arguments"), dict) else call for call in calls]
 
+_DEFAULT = re.compile(r"\bdefaults?\b(?: value)?(?: is| to| of|:)?\s*(-?\d+(?:\.\d+)?)\b", re.I)
+
+def declared_default(spec) -> float | None:
+    "The number a parameter's schema `spec` declares as its default: its `default`, or the one its description gives (\"Default is 52.\")."
+    if not isinstance(spec, dict): return None
+    if _is_number(spec.get("default")): return spec["default"]
+    return float(m.group(1)) if (m := _DEFAULT.search(str(spec.get("description") or ""))) else None
+
 def split_unfounded(calls: list[dict], tools: list[dict], messages: list[dict]) -> tuple[list[dict], list[dict]]:
-    "`calls`, their numbers completed, split in two: those whose required numbers `messages` (the user's words and the tools' results) write, and those with a required number the model invented."
+    """`calls`, their numbers completed, split in two: those whose required numbers `messages` (the user's words and the tools' results) write,
+    or the tool declares as the parameter's default, and those with a required number the model invented."""
     text, calls = _said(messages), complete_numbers(calls, messages)
     numbers, schemas, founded, unfounded = _numbers(text), {t["name"]: t.get("parameters") or {} for t in tools}, [], []
     for call in calls:
-        args, required = call.get("arguments") or {}, (schemas.get(call.get("name")) or {}).get("required", [])
-        invented = [v for k in required if isinstance(args, dict) and k in args for v in _leaves(args[k])
-                    if _is_number(v) and v != 0 and not _given(v, text, numbers, [])]
+        args, schema = call.get("arguments") or {}, schemas.get(call.get("name")) or {}
+        props = schema.get("properties") or {}
+        invented = [v for k in schema.get("required", []) if isinstance(args, dict) and k in args for v in _leaves(args[k])
+                    if _is_number(v) and v != 0 and not _given(v, text, numbers, []) and v != declared_default(props.get(k))]
         (unfounded if invented else founded).append(call)
     return founded, unfounded
 
@@ -277,5 +339,5 @@ def conform_arguments(calls: list[dict], tools: list[dict], messages: list[dict]
     return out
 
 def settled_calls(calls: list[dict], tools: list[dict], messages: list[dict]) -> list[dict]:
-    "The calls the app runs and the evaluation scores: `calls` with their arguments grounded in `messages`, without restatements, in the forms their parameters declare."
-    return conform_arguments(drop_restatements(ground_arguments(calls, tools, messages), messages), tools, messages)
+    "The calls the app runs and the evaluation scores: `calls` with the options `messages` name, their arguments grounded in `messages`, without restatements, in the forms their parameters declare."
+    return conform_arguments(drop_restatements(ground_arguments(name_options(calls, tools, messages), tools, messages), messages), tools, messages)

@@ -85,7 +85,7 @@ class LlamaCppBackend:
         with self.lock:
             t0 = time.time()
             out = decode(self._prefill(ids), self._step, lambda t: self.llm.detokenize(t, special=True), lambda t: llama_cpp.llama_vocab_is_eog(self._vocab, t),
-                         self.guidance_tokenizer() if tools else None, tools, max_tokens, call_threshold, on_text)
+                         self.guidance_tokenizer() if tools else None, tools, max_tokens, call_threshold, on_text, restart=lambda: self._prefill(ids))
             return Completion(out.text, len(out.tokens), time.time() - t0, out.call_probability, out.decision)
 
     def close(self):
