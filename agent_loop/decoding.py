@@ -15,8 +15,8 @@ from .format import CALL_CLOSE, CALL_OPEN, END
 
 # %% auto #0
 __all__ = ['arguments_schema', 'calls_grammar', 'Decoded', 'call_probability', 'decode', 'ground_arguments', 'name_options',
-           'complete_numbers', 'declared_default', 'split_unfounded', 'drop_restatements', 'date_layout', 'read_date',
-           'conform_arguments', 'settled_calls']
+           'complete_numbers', 'declared_default', 'split_unfounded', 'drop_restatements', 'unglue_numbers',
+           'date_layout', 'read_date', 'conform_arguments', 'settled_calls']
 
 # %% ../nbs/19_decoding.ipynb #c006
 _ANNOTATIONS = {"description", "title", "default", "examples", "format", "optional", "$comment"}
@@ -286,6 +286,24 @@ def drop_restatements(calls: list[dict], messages: list[dict]) -> list[dict]:
         out.append(call); used += values
     return out
 
+# %% ../nbs/19_decoding.ipynb #5f6e8520
+_ENDS_IN_NUMBER = re.compile(r"(.*\D)\s+(\d+(?:\.\d+)?)")
+
+def unglue_numbers(calls: list[dict], messages: list[dict]) -> list[dict]:
+    "`calls` with a number that ends a text argument taken off it, when another argument of the call holds that number and `messages` write it fewer times than the call uses it."
+    numbers, out = _numbers(_said(messages)), []
+    for call in calls:
+        args = call.get("arguments")
+        if not isinstance(args, dict): out.append(call); continue
+        fixed = dict(args)
+        for key, value in args.items():
+            if not isinstance(value, str) or not (m := _ENDS_IN_NUMBER.fullmatch(value.strip())): continue
+            n = float(m.group(2))
+            uses = 1 + sum(math.isclose(v, n) for k, a in fixed.items() if k != key for v in _leaves(a) if _is_number(v))
+            if uses > 1 and sum(math.isclose(n, x) for x in numbers) < uses: fixed[key] = m.group(1).strip()
+        out.append(call | {"arguments": fixed})
+    return out
+
 # %% ../nbs/19_decoding.ipynb #c020p
 _LAYOUT = re.compile(r"\b(yyyy|mm|dd)([-/.])(yyyy|mm|dd)\2(yyyy|mm|dd)\b", re.I)
 _ISO_EXAMPLE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
@@ -339,5 +357,6 @@ def conform_arguments(calls: list[dict], tools: list[dict], messages: list[dict]
     return out
 
 def settled_calls(calls: list[dict], tools: list[dict], messages: list[dict]) -> list[dict]:
-    "The calls the app runs and the evaluation scores: `calls` with the options `messages` name, their arguments grounded in `messages`, without restatements, in the forms their parameters declare."
-    return conform_arguments(drop_restatements(ground_arguments(name_options(calls, tools, messages), tools, messages), messages), tools, messages)
+    "The calls the app runs and the evaluation scores: `calls` with the options `messages` name, each number in one argument, their arguments grounded in `messages`, without restatements, in the forms their parameters declare."
+    calls = unglue_numbers(name_options(calls, tools, messages), messages)
+    return conform_arguments(drop_restatements(ground_arguments(calls, tools, messages), messages), tools, messages)
