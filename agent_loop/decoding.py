@@ -90,6 +90,11 @@ def _repeats_a_call(text: str) -> bool:
     calls = [line for line in text.split("\n") if line.endswith(CALL_CLOSE)]
     return bool(calls) and calls[-1] in calls[:-1]  # the close tag can also come in a token that goes on past it
 
+def _runs_on(text: str, span: int = 64) -> bool:
+    "Whether `text` ends in `span` characters that repeat one piece of 24 or fewer (`5555…`, `{\"suit\":\"Hearts\"},{\"suit\"…`): a value that will not end."
+    tail = text[-span:]
+    return len(tail) == span and any(tail == (tail[-p:] * (span // p + 1))[-span:] for p in range(1, 25))
+
 def call_probability(logits: np.ndarray, opens_call: np.ndarray) -> float:
     "The probability that softmax(`logits`) gives to the tokens marked in `opens_call`."
     weights = np.exp(logits - logits.max())
@@ -99,8 +104,8 @@ def decode(logits: np.ndarray, step, text_of, is_end, tokenizer, tools: list[dic
            call_threshold: float | None = None, on_text=None, restart=None, write_optional: bool = True) -> Decoded:
     """Greedy decoding from `logits`, the scores of the reply's first token; with `tools`, a call when P(call) ≥ `call_threshold`
     (None: when a call-opening token is the likeliest), its every token inside the calls grammar; else an answer that cannot open a call.
-    A call that repeats one the reply already made ends the reply, without it. A call still open at `max_tokens` is decoded again with
-    only the required arguments written, when `restart()` gives the first token's scores again (the prompt evaluated anew)."""
+    A call that repeats one the reply already made ends the reply, without it; a call that repeats one piece of text without end is cut. A reply whose first call is still open at the end is decoded
+    again with only the required arguments written, when `restart()` gives the first token's scores again (the prompt evaluated anew)."""
     n_vocab, tokens, text, decision, p_call, matcher = len(logits), [], "", "free", None, None
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
     if tools:
@@ -127,12 +132,14 @@ def decode(logits: np.ndarray, step, text_of, is_end, tokenizer, tools: list[dic
         text += piece
         if END in text: text = text.split(END, 1)[0]; break
         if matcher is not None and CALL_CLOSE in text[-len(piece) - len(CALL_CLOSE):] and _repeats_a_call(text): text = text[:text.rstrip("\n").rfind("\n")]; break
+        if matcher is not None and _runs_on(text): break  # cut now rather than at max_tokens
         if on_text and piece: on_text(piece)
         if len(tokens) >= max_tokens: break
         logits = step(feed)
     out = Decoded(tokens, text + utf8.decode(b"", final=True), p_call, decision)
-    if decision == "call" and write_optional and restart is not None and not out.text.rstrip().endswith(CALL_CLOSE):
-        # it ran on inside a value where it wanted to end the call and the grammar asked for an optional argument
+    if decision == "call" and write_optional and restart is not None and CALL_CLOSE not in out.text:
+        # it ran on inside a value where it wanted to end the call and the grammar asked for an optional argument (a model that
+        # writes one call after another until the limit has closed calls: decoding it again would only cost the same again)
         again = decode(restart(), step, text_of, is_end, tokenizer, tools, max_tokens, 0.0, on_text, write_optional=False)
         return replace(again, tokens=tokens + again.tokens, call_probability=p_call)
     return out

@@ -195,7 +195,7 @@ def build_gguf(base, adapter_dir: Path, out: Path, quantization: str, threads: i
         return quantize_gguf(f16, tmp / "model.gguf", quantization, threads)
     return _atomic_build(out, build)
 
-DECODING = "schema-v8"  # in every cache key: a change to how replies are decoded (nbs/19_decoding) regenerates them
+DECODING = "schema-v10"  # in every cache key: a change to how replies are decoded (nbs/19_decoding) regenerates them
 
 class CompletionCache:
     """Greedy completions of one model, appended to a JSONL file by prompt: a prompt seen before is answered from the file, and
