@@ -1,6 +1,8 @@
 # make setup   create .venv with everything (quick when nothing changed)
 # make demo    setup, `dvc repro` on the embedded Gemma 3 270M, then launch the app
 # make test    setup (and Debian's chromium and golang-go where it can), then the whole test suite
+# make docs    the documentation site in _docs/ (the notebooks, the guide, the measured figures)
+# make readme  README.md from nbs/index.ipynb
 # make foundation  re-make the committed tool-reading adapter models/foundation (hours on 2 CPU cores, minutes on a GPU)
 # make large   the larger preset in presets/large.yaml as a DVC experiment (about 60 minutes of training)
 SHELL := /bin/bash
@@ -17,7 +19,7 @@ PYTAG := $(shell $(PYTHON) -c 'import sys; print(f"cp{sys.version_info[0]}{sys.v
 LLAMA_WHEELS := $(HOME)/.cache/agent-loop/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-nonative-$(PYTAG)
 STAMP := $(VENV)/.setup-complete
 
-.PHONY: setup browser golang demo pipeline foundation large app test lab clean-venv
+.PHONY: setup browser golang demo pipeline foundation large app test lab docs readme readme-check clean-venv
 
 setup: $(STAMP)
 
@@ -78,6 +80,19 @@ test: setup browser golang
 
 lab: setup
 	$(BIN)/jupyter lab
+
+# README.md is nbs/index.ipynb written as Markdown, its links to the other pages made relative to this folder
+README_MD = $(BIN)/jupyter nbconvert --to markdown --stdout --log-level=ERROR nbs/index.ipynb | sed -e 's|](\([a-z_]*\.md\))|](nbs/\1)|g'
+readme: setup
+	$(README_MD) > README.md
+readme-check: setup
+	@$(README_MD) | diff -u README.md - && echo "README.md is nbs/index.ipynb"
+
+# nbdev processes the notebooks into _proc/ (show_doc rendered, export flags hidden; no Quarto needed for that step), MkDocs renders the site
+docs: setup
+	rm -rf _proc
+	$(BIN)/python -c "from nbdev.serve import proc_nbs; proc_nbs(n_workers=1)"
+	$(BIN)/mkdocs build --strict
 
 clean-venv:
 	rm -rf $(VENV)

@@ -4,8 +4,9 @@
 
 # %% ../nbs/13_bfcl.ipynb #c003
 from __future__ import annotations
-import json, os, random, re, subprocess, sys, tempfile, zipfile
+import json, random, re, subprocess, sys, zipfile
 from pathlib import Path
+from .registry import build_atomically
 
 # %% auto #0
 __all__ = ['BFCL_EVAL_VERSION', 'BFCL_SUITES', 'bfcl_wheel', 'to_json_schema', 'load_suite', 'standardize', 'check_calls']
@@ -19,17 +20,16 @@ def bfcl_wheel(cache_dir) -> Path:
     folder = Path(cache_dir).expanduser() / "bfcl"
     pattern = f"bfcl_eval-{BFCL_EVAL_VERSION}-*.whl"
     if found := sorted(folder.glob(pattern)): return found[0]
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", f"bfcl-eval=={BFCL_EVAL_VERSION}", "-d", tmp]
+    def download(scratch):
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", f"bfcl-eval=={BFCL_EVAL_VERSION}", "-d", str(scratch)]
         done = subprocess.run(cmd, capture_output=True, text=True)
-        got = sorted(Path(tmp).glob(pattern))
+        got = sorted(scratch.glob(pattern))
         if done.returncode or not got:
             said = (done.stderr or done.stdout).strip().splitlines() or ["no wheel"]
             raise RuntimeError(f"could not download bfcl-eval=={BFCL_EVAL_VERSION} (pip said: {said[-1]}). Check that PyPI can be reached and try again, "
                                f"or download it yourself: `pip download --no-deps bfcl-eval=={BFCL_EVAL_VERSION} -d {folder}`")
-        os.replace(got[0], folder / got[0].name)
-    return folder / got[0].name
+        return got[0]
+    return build_atomically(download, folder)
 
 # %% ../nbs/13_bfcl.ipynb #c010
 _TYPES = {"dict": "object", "float": "number", "tuple": "array", "any": None,

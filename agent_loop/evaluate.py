@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_evaluate.ipynb #c003
 from __future__ import annotations
-import dataclasses, hashlib, json, math, os, re, tempfile
+import dataclasses, hashlib, json, math, re
 from pathlib import Path
 from .format import parse_reply, render
 from .bfcl import check_calls, load_suite
@@ -13,8 +13,8 @@ from .decoding import settled_calls
 
 # %% auto #0
 __all__ = ['DECODING', 'expected_calls', 'mentions', 'eval_cases', 'bfcl_cases', 'score_case', 'wilson', 'own_cases', 'summarize',
-           'evaluate_model', 'gate', 'decision_curve', 'roc_auc', 'fit_call_threshold', 'base_gguf', 'build_gguf',
-           'CompletionCache', 'gguf_cache', 'score_gguf', 'evaluate_candidate']
+           'evaluate_model', 'gate', 'decision_curve', 'roc_auc', 'fit_call_threshold', 'CompletionCache', 'gguf_cache',
+           'score_gguf', 'evaluate_candidate']
 
 # %% ../nbs/10_evaluate.ipynb #c005
 def expected_calls(calls: list[dict], tools: list[dict]) -> list[dict]:
@@ -171,30 +171,6 @@ def fit_call_threshold(probabilities: list[float], should_call: list[bool]) -> t
                                f"calls {pick['calls_when_needed']:.2f} of the time when needed, answers {pick['abstains_when_not']:.2f} when not")
 
 # %% ../nbs/10_evaluate.ipynb #c017
-def _atomic_build(out: Path, build) -> Path:
-    "Run `build(tmp_dir) -> file` and move the file to `out`, so that nobody ever sees half of it."
-    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".build-") as tmp: os.replace(build(Path(tmp)), out)
-    return out
-
-def base_gguf(base, cache_dir: Path, quantization: str = "F16", threads: int = 0) -> Path:
-    "The base checkpoint as a GGUF quantised to `quantization`, converted once and cached by the base's sha256."
-    from agent_loop.models import convert_to_gguf, quantize_gguf
-    folder = Path(cache_dir).expanduser() / "gguf"
-    f16 = folder / f"base-{base.sha256[:16]}-f16.gguf"
-    if not f16.exists(): _atomic_build(f16, lambda tmp: convert_to_gguf(base.path, tmp / f16.name))
-    if quantization.upper() == "F16": return f16
-    out = folder / f"base-{base.sha256[:16]}-{quantization.upper()}.gguf"
-    return out if out.exists() else _atomic_build(out, lambda tmp: quantize_gguf(f16, tmp / out.name, quantization, threads))
-
-def build_gguf(base, adapter_dir: Path, out: Path, quantization: str, threads: int = 0) -> Path:
-    "The GGUF that would ship: `base` with the adapter in `adapter_dir` merged in, converted and quantised to `quantization`, written to `out`."
-    from agent_loop.models import convert_to_gguf, merge_adapter, quantize_gguf
-    def build(tmp):
-        f16 = convert_to_gguf(merge_adapter(base, adapter_dir, tmp / "merged"), tmp / "model-f16.gguf")
-        return quantize_gguf(f16, tmp / "model.gguf", quantization, threads)
-    return _atomic_build(out, build)
-
 DECODING = "schema-v10"  # in every cache key: a change to how replies are decoded (nbs/19_decoding) regenerates them
 
 class CompletionCache:
@@ -259,7 +235,7 @@ def _interleave(rows: list[dict]) -> list[dict]:
 def evaluate_candidate(params, settings, progress: bool = True) -> tuple[dict, list[dict]]:
     "Build the candidate's shipped GGUF, score candidate and current on the test split and BFCL and the base where the gate reads it (on everything with `evaluate.base_bfcl`), apply the gate; return the report and every scored case."
     from agent_loop.data import load_split
-    from agent_loop.models import resolve_base
+    from agent_loop.models import base_gguf, build_gguf, resolve_base
     from agent_loop.registry import current_manifest, read_current, sha256_file
     ev, root, cache, threads = params.evaluate, settings.root, settings.path("cache"), settings.serving.threads
     rows = _interleave(load_split(settings.path("processed") / "test.jsonl"))

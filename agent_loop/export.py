@@ -4,22 +4,30 @@
 
 # %% ../nbs/11_export.ipynb #c003
 from __future__ import annotations
-import dataclasses, datetime, json, os, shutil, subprocess, tempfile
+import dataclasses, datetime, json, shutil, subprocess
 from pathlib import Path
 from .ollama import modelfile
-from .registry import check_gguf, new_version, promote, read_current, write_json_atomic
+from .registry import build_atomically, check_gguf, new_version, promote, read_current, write_json_atomic
 
 # %% auto #0
-__all__ = ['code_commit', 'model_card', 'export_model']
+__all__ = ['dvc_written', 'code_commit', 'model_card', 'export_model']
 
 # %% ../nbs/11_export.ipynb #c007
-def code_commit(root: Path) -> str:
-    "The git commit of the code, marked `-dirty` when the work tree has changes."
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (subprocess.CalledProcessError, FileNotFoundError): return "unknown"
+def dvc_written(root: Path) -> list[str]:
+    "What a `dvc repro` itself rewrites in the work tree: `dvc.lock` and every stage's outs, metrics and plots (some of them kept in git)."
+    import yaml
+    stages = (yaml.safe_load((Path(root) / "dvc.yaml").read_text()) or {}).get("stages", {}) if (Path(root) / "dvc.yaml").exists() else {}
+    return sorted({"dvc.lock"} | {e if isinstance(e, str) else next(iter(e)) for s in stages.values() for kind in ("outs", "metrics", "plots") for e in s.get(kind) or []})
+
+def code_commit(root: Path) -> dict:
+    """The git commit of the code (`commit`, with `-dirty` appended when anything else differs from it) and the tracked paths that differ (`dirty`),
+    leaving out what `dvc_written` says DVC writes during a run: a clean clone's `dvc repro` records a clean commit."""
+    git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=True).stdout
+    try: sha, changed = git("rev-parse", "HEAD").strip(), git("diff", "--name-only", "HEAD", "--").splitlines()
+    except (subprocess.CalledProcessError, FileNotFoundError): return {"commit": "unknown", "dirty": []}
+    ours = dvc_written(root)
+    dirty = [p for p in changed if not any(p == w.rstrip("/") or p.startswith(w.rstrip("/") + "/") for w in ours)]
+    return {"commit": sha + ("-dirty" if dirty else ""), "dirty": dirty}
 
 def model_card(m: dict) -> str:
     "A short README for a registry version, from its manifest."
@@ -46,7 +54,7 @@ def model_card(m: dict) -> str:
         "- started from: " + (f"the tool-reading foundation `{fd['adapter_sha256'][:12]}…` ({fd['steps']} steps, trained on {fd['trained_on']}; models/foundation)" if fd
                               else "the base model (no foundation)"),
         f"- training: {tr.get('steps')} steps, {tr.get('precision')} precision (train.precision: {tr.get('precision_requested')}), final loss {tr.get('final_loss')}", f"- dataset sha256: `{m['dataset_sha256']}`",
-        f"- code commit: `{m['code_commit']}`", f"- W&B runs: {', '.join(k + '=' + str((v or {}).get('id')) for k, v in m['wandb_runs'].items()) or 'none'}",
+        f"- code commit: `{m['code_commit']}`" + (f" (changed since: {', '.join(m['dirty_paths'])})" if m.get("dirty_paths") else ""), f"- W&B runs: {', '.join(k + '=' + str((v or {}).get('id')) for k, v in m['wandb_runs'].items()) or 'none'}",
         f"- created: {m['created_at']}", "",
         "Serve it with `python app.py` (llama.cpp) or `ollama create agent-loop -f Modelfile` in this folder.",
         "Gemma terms of use apply to the weights (https://ai.google.dev/gemma/terms).", ""])
@@ -65,14 +73,12 @@ def export_model(gguf: Path, evaluation: dict, params, settings, base: dict, tra
         raise RuntimeError(f"{settings.path('current')} points at {(current or {}).get('version')}, but evaluate compared the candidate with "
                            f"{evaluation.get('current_version')}: run `dvc repro --force --single-item evaluate`, then `dvc repro`")
     registry.mkdir(parents=True, exist_ok=True)
-    version = new_version(registry, sha)
-    with tempfile.TemporaryDirectory(dir=registry, prefix=".build-") as tmp:
-        shutil.copyfile(gguf, Path(tmp) / "model.gguf")
-        os.replace(Path(tmp) / "model.gguf", version / "model.gguf")
+    version, code = new_version(registry, sha), code_commit(root)
+    build_atomically(lambda scratch: shutil.copyfile(gguf, scratch / "model.gguf"), version)
     manifest = {"version": version.name, "gguf": str((version / "model.gguf").relative_to(root)), "sha256": sha,
                 "size_bytes": (version / "model.gguf").stat().st_size, "quantization": evaluation["quantization"],
                 "base": base, "adapter_sha256": evaluation["candidate_adapter_sha256"], "foundation": foundation, "training": training, "toolset": toolset,
-                "dataset_sha256": dataset_sha256, "interactions": interactions, "call_threshold": evaluation.get("call_threshold"), "code_commit": code_commit(root), "params": dataclasses.asdict(params),
+                "dataset_sha256": dataset_sha256, "interactions": interactions, "call_threshold": evaluation.get("call_threshold"), "code_commit": code["commit"], "dirty_paths": code["dirty"], "params": dataclasses.asdict(params),
                 "wandb_runs": wandb_runs, "evaluation": evaluation, "promoted": bool(evaluation["promoted"]),
                 "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     (version / "Modelfile").write_text(modelfile("model.gguf"))

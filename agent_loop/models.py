@@ -4,14 +4,15 @@
 
 # %% ../nbs/03_models.ipynb #c003
 from __future__ import annotations
-import hashlib, json, os, shutil, tempfile, time
+import hashlib, os, shutil, time
 from dataclasses import dataclass
 from pathlib import Path
 import torch
+from .registry import build_atomically
 
 # %% auto #0
 __all__ = ['TINY_CONFIG', 'TINY_GEMMA3N_CONFIG', 'TINY_BUILDERS', 'BaseModel', 'embedded_gguf', 'resolve_base', 'load_base',
-           'merge_adapter', 'convert_to_gguf', 'quantize_gguf']
+           'merge_adapter', 'convert_to_gguf', 'quantize_gguf', 'base_gguf', 'build_gguf']
 
 # %% ../nbs/03_models.ipynb #c005
 @dataclass
@@ -30,18 +31,14 @@ def _folder_sha256(folder: Path) -> str:
 
 # %% ../nbs/03_models.ipynb #c006
 def _build_once(target: Path, build) -> Path:
-    "Run `build(tmp_dir)` and move the result to `target` atomically, unless `target` is already complete."
+    "The folder `target`, made by `build(folder)` and moved into place whole (`build_atomically`), unless a complete one is there already."
     if (target / ".complete").exists(): return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
-        build(tmp)
-        (tmp / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
-        if target.exists(): shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    def whole(scratch):
+        folder = scratch / target.name; folder.mkdir(); build(folder)
+        (folder / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+        return folder
+    if target.exists(): shutil.rmtree(target)  # what a killed build of an older version left: never complete
+    return build_atomically(whole, target.parent)
 
 def embedded_gguf() -> tuple[Path, str]:
     "The embedded Gemma 3 270M GGUF, assembled from its chunk packages and checked, and its sha256."
@@ -155,3 +152,20 @@ def quantize_gguf(src: Path, dst: Path, qtype: str = "Q4_K_M", threads: int = 0)
     if res.returncode != 0 or not Path(dst).exists():
         raise RuntimeError(f"llama.cpp could not quantise {src} to {qtype}:\n{res.stderr[-2000:]}")
     return Path(dst)
+
+# %% ../nbs/03_models.ipynb #fa42226a
+def base_gguf(base: BaseModel, cache_dir: Path, quantization: str = "F16", threads: int = 0) -> Path:
+    "The base checkpoint as a GGUF quantised to `quantization`, converted once and cached by the base's sha256."
+    folder = Path(cache_dir).expanduser() / "gguf"
+    f16 = folder / f"base-{base.sha256[:16]}-f16.gguf"
+    if not f16.exists(): build_atomically(lambda scratch: convert_to_gguf(base.path, scratch / f16.name), folder)
+    if quantization.upper() == "F16": return f16
+    out = folder / f"base-{base.sha256[:16]}-{quantization.upper()}.gguf"
+    return out if out.exists() else build_atomically(lambda scratch: quantize_gguf(f16, scratch / out.name, quantization, threads), folder)
+
+def build_gguf(base: BaseModel, adapter_dir: Path, out: Path, quantization: str, threads: int = 0) -> Path:
+    "The GGUF that would ship: `base` with the adapter in `adapter_dir` merged in, converted and quantised to `quantization`, written to `out`."
+    def build(scratch):
+        f16 = convert_to_gguf(merge_adapter(base, adapter_dir, scratch / "merged"), scratch / "model-f16.gguf")
+        return quantize_gguf(f16, scratch / "model.gguf", quantization, threads)
+    return build_atomically(build, Path(out).parent, Path(out).name)

@@ -8,8 +8,8 @@ import datetime, hashlib, json, os, re, tempfile
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ModelFileError', 'sha256_file', 'write_json_atomic', 'check_gguf', 'current_manifest', 'new_version', 'list_versions',
-           'read_current', 'promote']
+__all__ = ['ModelFileError', 'sha256_file', 'build_atomically', 'write_json_atomic', 'check_gguf', 'current_manifest',
+           'new_version', 'list_versions', 'read_current', 'promote']
 
 # %% ../nbs/05_registry.ipynb #c004
 class ModelFileError(RuntimeError):
@@ -21,14 +21,24 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
     return h.hexdigest()
 
+def build_atomically(build, into: Path, name: str | None = None) -> Path:
+    """Run `build(scratch)`, which makes a file or a folder inside the folder `scratch` and returns its path, then move what it made to `into`/`name`
+    (its own name by default) in one rename: readers see the old one or the new one, never half of one, and a build that fails leaves nothing.
+    The scratch folder sits in `into` (the same file system, so the rename is atomic); a folder can only take the place of a missing or empty one."""
+    into = Path(into); into.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=into, prefix=".build-") as scratch:
+        made = Path(build(Path(scratch)))
+        target = into / (name or made.name)
+        os.replace(made, target)
+    return target
+
 def write_json_atomic(path: Path, data) -> Path:
     "Write `data` as JSON to `path` so that readers see either the old file or the new one, never a torn one."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True); f.write("\n"); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    path = Path(path)
+    def write(scratch):
+        with open(scratch / path.name, "w") as f: json.dump(data, f, indent=2, sort_keys=True); f.write("\n"); f.flush(); os.fsync(f.fileno())
+        return scratch / path.name
+    return build_atomically(write, path.parent)
 
 # %% ../nbs/05_registry.ipynb #c006
 def _sha256_problem(value) -> str | None:

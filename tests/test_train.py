@@ -99,8 +99,8 @@ def test_tiny_gemma3n_trains_merges_and_evaluates(tmp_path):
     from peft import PeftModel
     from agent_loop.config import load_params, load_settings
     from agent_loop.data import generate_seed_tasks
-    from agent_loop.evaluate import build_gguf, eval_cases, evaluate_model
-    from agent_loop.models import BaseModel, load_base, merge_adapter, resolve_base
+    from agent_loop.evaluate import eval_cases, evaluate_model
+    from agent_loop.models import BaseModel, build_gguf, load_base, merge_adapter, resolve_base
     from agent_loop.registry import sha256_file
     from agent_loop.serving import LlamaCppBackend, TransformersBackend
     from agent_loop.tools import tool_schemas

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from agent_loop.config import load_params, load_settings
 from agent_loop.data import load_split
-from agent_loop.evaluate import bfcl_cases, build_gguf, decision_curve, eval_cases, evaluate_model, fit_call_threshold, gguf_cache, roc_auc
+from agent_loop.evaluate import bfcl_cases, decision_curve, eval_cases, evaluate_model, fit_call_threshold, gguf_cache, roc_auc
+from agent_loop.models import build_gguf
 from agent_loop.models import resolve_base
 from agent_loop.train import adapter_sha256
 from agent_loop.format import render

@@ -21,7 +21,8 @@ from agent_loop.app import Agent
 from agent_loop.bfcl import check_calls
 from agent_loop.config import load_params, load_settings
 from agent_loop.data import generate_seed_tasks, load_interactions, load_split, normalize_prompt, preference_set
-from agent_loop.evaluate import _interleave, bfcl_cases, build_gguf, eval_cases, score_gguf
+from agent_loop.evaluate import _interleave, bfcl_cases, eval_cases, score_gguf
+from agent_loop.models import build_gguf
 from agent_loop.interactions import InteractionLog
 from agent_loop.models import resolve_base
 from agent_loop.registry import sha256_file

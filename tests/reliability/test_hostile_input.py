@@ -302,7 +302,8 @@ def test_calculator_cannot_escape_or_hang():
         if time.time() - t0 > 1: slow.append(expr)
         if "error" not in msg: escapes.append((expr, msg["content"]))
     figure(f"{len(hostile)} hostile calculator expressions: {len(escapes)} evaluated, {len(slow)} took over a second")
-    assert not slow and all(len(v) < 40 for _, v in escapes), (escapes, slow)
+    # the one plain arithmetic among them is the only one evaluated, and to its value: 190 minus signs cancel out
+    assert not slow and escapes == [("-" * 190 + "1", "1")], (escapes, slow)
 
 
 def test_ten_concurrent_sessions_each_turn_logged_once(app, trained_project):
