@@ -14,13 +14,14 @@ from .interactions import InteractionLog, LogWriteError
 from .registry import ModelFileError, current_manifest, read_current
 from .serving import LlamaCppPool, OllamaBackend, run_agent
 from .format import signature
-from .ops import Metrics, ModelReloader, configure_logging, request_id
+from .metrics import Metrics, configure_logging, request_id
+from .reload import ModelReloader
 from .pii import scrub
 from .tools import DEFAULT_TOOLS, Toolset, ToolsetError, load_recorded_toolset
 
 # %% auto #0
 __all__ = ['MAX_UPLOAD_BYTES', 'load_backend', 'served_toolset', 'Agent', 'stream_turn', 'Seals', 'check_conversation', 'to_chat',
-           'build_app', 'create_app', 'model_reloader', 'server', 'launch']
+           'chat_ui', 'load_agent', 'model_reloader', 'http_app', 'launch']
 
 # %% ../nbs/12_app.ipynb #c005
 def load_backend(settings):
@@ -189,8 +190,8 @@ def to_chat(messages: list[dict], partial: str = "") -> list[dict]:
 def _target_note(turn_id) -> str:
     return f"Correcting turn `{turn_id[:8]}`." if turn_id else "Corrects the last reply, or the last one you rated 👎."
 
-def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
-    "The Gradio app around `agent`."
+def chat_ui(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
+    "The Gradio chat UI (and its API) around `agent`."
     info = agent.model_info
     with gr.Blocks(title=title) as demo:
         names = ", ".join(f"`{t.name}`" for t in agent.tools)
@@ -297,15 +298,15 @@ def build_app(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
     return demo
 
 # %% ../nbs/12_app.ipynb #c015
-def create_app(settings=None) -> tuple[gr.Blocks, Agent]:
-    "The app for the project's promoted model, configured by settings.ini."
+def load_agent(settings=None) -> Agent:
+    "The `Agent` for the project's promoted model and its toolset, configured by settings.ini."
     settings = settings or load_settings()
     toolset = served_toolset(settings)  # before the model loads: a changed or broken toolset stops the app at once
     backend, info = load_backend(settings)
     agent = Agent(backend, info | {"toolset_sha256": toolset.record["sha256"]}, InteractionLog(settings.path("interactions"), settings.app.max_message_chars),
                   settings.app.max_message_chars, settings.app.max_agent_steps, settings.app.max_new_tokens, tools=toolset.tools, seals=Seals.from_file(settings.path("cache") / "app-seal.key"),
                   redact_logs=settings.app.redact_logs)
-    return build_app(agent), agent
+    return agent
 
 MAX_UPLOAD_BYTES = 1024
 
@@ -335,7 +336,7 @@ class _CountRequests:
         try: await self.app(scope, receive, send_counted)
         finally: self.metrics.requests.labels(_route(scope["path"]), str(status["code"])).inc()
 
-def server(demo: gr.Blocks, agent: Agent, auth: tuple | None = None, reloader: ModelReloader | None = None, concurrency: int = 4, queue_size: int = 16):
+def http_app(demo: gr.Blocks, agent: Agent, auth: tuple | None = None, reloader: ModelReloader | None = None, concurrency: int = 4, queue_size: int = 16):
     "A FastAPI app serving `/health` (liveness), `/ready` (the model served, and why a newly promoted one was refused), `/metrics` (Prometheus) and the Gradio app at `/`."
     from fastapi import FastAPI, Response
     from prometheus_client import CONTENT_TYPE_LATEST
@@ -358,10 +359,10 @@ def launch(settings=None, **kwargs):
     import uvicorn
     settings = settings or load_settings()
     configure_logging()
-    demo, agent = create_app(settings)
+    agent = load_agent(settings)
     reloader = model_reloader(agent, settings)
     if settings.serving.reload_seconds: reloader.start()
     auth = tuple(settings.app.auth.split(":", 1)) if settings.app.auth else None
     print(f"agent-loop: model {agent.model_info['version']} on http://{settings.app.host}:{settings.app.port} (also /health, /ready, /metrics)", flush=True)
     concurrency = max(4, settings.serving.contexts)
-    uvicorn.run(server(demo, agent, auth, reloader, concurrency, settings.serving.queue_size), host=settings.app.host, port=settings.app.port, log_level="warning", **kwargs)
+    uvicorn.run(http_app(chat_ui(agent), agent, auth, reloader, concurrency, settings.serving.queue_size), host=settings.app.host, port=settings.app.port, log_level="warning", **kwargs)

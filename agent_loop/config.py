@@ -48,11 +48,25 @@ class DataParams:
     mix_multiple: float = _opt(0.25, _rate, "corpus share: several tools offered, one call")
     mix_parallel: float = _opt(0.2, _rate, "corpus share: several calls at once")
     mix_irrelevance: float = _opt(0.25, _rate, "corpus share: no offered tool fits, answer directly")
+    builtin_calculator: float = _opt(0.30, _rate, "built-in tools' conversations, weight: arithmetic")
+    builtin_convert_units: float = _opt(0.18, _rate, "built-in tools' conversations, weight: unit conversions")
+    builtin_weekday: float = _opt(0.14, _rate, "built-in tools' conversations, weight: the weekday of a date")
+    builtin_count_letter: float = _opt(0.12, _rate, "built-in tools' conversations, weight: counting a letter in a word")
+    builtin_multi: float = _opt(0.08, _rate, "built-in tools' conversations, weight: two tools in one request")
+    builtin_no_tool: float = _opt(0.18, _rate, "built-in tools' conversations, weight: no tool needed (small talk, facts)")
     val_fraction: float = _opt(0.1, _share)
     test_fraction: float = _opt(0.1, _share)
     use_unrated_interactions: bool = _opt(False, help="also train on logged turns nobody rated or corrected (they may hold the model's own mistakes, and anyone who can chat writes them)")
     max_turns_per_session: int = _opt(20, _non_negative, "logged turns kept from one chat session at most (0: no cap), so that one user cannot steer a run")
     max_turns_per_prompt: int = _opt(3, _non_negative, "logged turns kept per repeated request at most (0: no cap)")
+
+    def _weights(self, prefix: str) -> dict[str, float]: return {f.name.removeprefix(prefix): getattr(self, f.name) for f in dataclasses.fields(self) if f.name.startswith(prefix)}
+    def corpus_mix(self) -> dict[str, float]:
+        "The corpus's proportions by BFCL category (the `mix_*` keys)."
+        return self._weights("mix_")
+    def builtin_mix(self) -> dict[str, float]:
+        "The built-in tools' conversations' weights by kind (the `builtin_*` keys)."
+        return self._weights("builtin_")
 
 @dataclass
 class ToolsParams:

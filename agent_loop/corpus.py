@@ -6,39 +6,56 @@
 from __future__ import annotations
 import datetime, json, math, random, re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
+import yaml
+import agent_loop
+from .config import DataParams
 
 # %% auto #0
-__all__ = ['FAMILIES', 'CITIES', 'COUNTRIES', 'PEOPLE', 'CURRENCIES', 'TITLES', 'SKY', 'DEFAULT_PROPORTIONS', 'Family',
-           'family_domains', 'split_families', 'split_heldout', 'sample_request', 'sample_list_request', 'present',
-           'normalize_request', 'generate_corpus']
+__all__ = ['FAMILIES', 'CITIES', 'COUNTRIES', 'PEOPLE', 'CURRENCIES', 'TITLES', 'SKY', 'Family', 'family_domains',
+           'split_families', 'split_heldout', 'sample_request', 'sample_list_request', 'present', 'normalize_request',
+           'generate_corpus']
 
 # %% ../nbs/14_corpus.ipynb #c005
-_OPT = "_opt"
+class _Malformed(ValueError):
+    "A data file that does not say what a family needs, or says it wrong: the message names the file and the family."
 
-def _prm(type_: str, desc: str, default=None, opt: bool = False, **kw) -> dict:
-    d = {"type": type_, "description": desc, **kw}
-    if default is not None: d["default"] = default
-    if opt: d[_OPT] = True
-    return d
+_TYPES = ("string", "integer", "number", "boolean", "array", "object")
+_PARAM_KEYS = ("type", "description", "enum", "default", "minimum", "maximum", "items", "properties", "optional")
 
-def _s(desc, **kw): return _prm("string", desc, **kw)
-def _int(desc, **kw): return _prm("integer", desc, **kw)
-def _n(desc, **kw): return _prm("number", desc, **kw)
-def _b(desc, **kw): return _prm("boolean", desc, **kw)
-def _e(values, desc, **kw): return _prm("string", desc, enum=list(values), **kw)
-def _a(items, desc, **kw):
-    "An array; `items` is a JSON type name or a full item schema."
-    return _prm("array", desc, items=items if isinstance(items, dict) else {"type": items}, **kw)
-def _o(props: dict, desc, **kw): return _prm("object", desc, properties=props, **kw)
+def _fits(v, type_: str) -> bool:
+    "Whether a value read from a data file is of the JSON type `type_` (YAML reads `yes` as a boolean and `12:30` as a number)."
+    if type_ in ("integer", "number") and isinstance(v, bool): return False
+    return isinstance(v, {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list, "object": dict}[type_])
 
-def _finish(props: dict) -> dict:
-    "An object schema from helper-built properties: `_opt` marks removed, exact `required`."
+def _param(p, where: str) -> dict:
+    "A parameter as written, checked, its keys in one order: type, description, the others as written, default."
+    if not isinstance(p, dict): raise _Malformed(f"{where}: a parameter is a mapping (type, description, ...), not {p!r}")
+    if extra := [k for k in p if k not in _PARAM_KEYS]: raise _Malformed(f"{where}: unknown keys {extra}; a parameter has {', '.join(_PARAM_KEYS)}")
+    t = p.get("type")
+    if t not in _TYPES: raise _Malformed(f"{where}: type must be one of {', '.join(_TYPES)}, not {t!r}")
+    if not isinstance(p.get("description"), str) or not p["description"]: raise _Malformed(f"{where}: no description")
+    if (t == "object") != isinstance(p.get("properties"), dict): raise _Malformed(f"{where}: an object, and only an object, has properties")
+    if (t == "array") != isinstance(p.get("items"), dict) or (t == "array" and p["items"].get("type") not in _TYPES):
+        raise _Malformed(f"{where}: an array, and only an array, has items with a type")
+    for what, q, tt in [("enum", p, t), ("items' enum", p.get("items", {}), p.get("items", {}).get("type"))]:
+        if "enum" in q and not (isinstance(q["enum"], list) and q["enum"]): raise _Malformed(f"{where}: {what} is a list of values")
+        if wrong := [v for v in q.get("enum", []) if not _fits(v, tt)]: raise _Malformed(f"{where}: {what} values {wrong} are not of type {tt} (quote them)")
+    if "default" in p and not _fits(p["default"], t): raise _Malformed(f"{where}: default {p['default']!r} is not of type {t}")
+    if "default" in p and "optional" in p: raise _Malformed(f"{where}: a parameter with a default is optional already")
+    if p.get("optional", True) is not True: raise _Malformed(f"{where}: write `optional: true`, or nothing")
+    rest = {k: v for k, v in p.items() if k not in ("type", "description", "default")}
+    return {"type": t, "description": p["description"], **rest} | ({"default": p["default"]} if "default" in p else {})
+
+def _finish(props: dict, where: str = "parameters") -> dict:
+    "An object schema from parameters as written: each checked, `optional` marks removed, exact `required` (not optional, no default)."
+    if not isinstance(props, dict): raise _Malformed(f"{where}: parameters are a mapping of names to parameters")
     out, req = {}, []
     for k, p in props.items():
-        p = dict(p)
-        if not p.pop(_OPT, False) and "default" not in p: req.append(k)
-        if p["type"] == "object": p.update(_finish(p["properties"]))
+        p = _param(p, f"{where}: {k}")
+        if not p.pop("optional", False) and "default" not in p: req.append(k)
+        if p["type"] == "object": p.update(_finish(p["properties"], f"{where}: {k}"))
         out[k] = p
     return {"type": "object", "properties": out, "required": req}
 
@@ -125,21 +142,31 @@ def _leaves(params: dict, prefix: str = "", required_only: bool = False) -> list
         else: out.append(prefix + k)
     return out
 
-def _fam(domain, id, name, alts, description, params, asks, slots, result, answers) -> Family:
-    "Build, check and register a family."
-    f = Family(id, domain, name, tuple(alts), description, _finish(params), tuple(asks), dict(slots), result, tuple(answers))
-    assert id not in FAMILIES and id.startswith(domain + "."), id
-    keys = set(_leaves(f.parameters))
-    must = set(_leaves(f.parameters, required_only=True))
+def _always(params: dict, prefix: str = "") -> set[str]:
+    "Dotted keys every call has, objects too: required ones, and top-level ones with a default (filled in before the answer)."
+    out = set()
+    for k, p in params["properties"].items():
+        if k not in params["required"] and (prefix or "default" not in p): continue
+        out.add(prefix + k)
+        if p["type"] == "object": out |= _always(p, prefix + k + ".")
+    return out
+
+def _check(f: Family, taken: dict, where: str):
+    "Raise `_Malformed`, naming `where`, unless `f` is sound and its id not in `taken`."
+    def bad(msg): raise _Malformed(f"{where}: {msg}")
+    if f.id in taken: bad("this id is already used")
+    if not f.id.startswith(f.domain + "."): bad(f"the id must start with its domain, {f.domain}.")
+    keys, must = set(_leaves(f.parameters)), set(_leaves(f.parameters, required_only=True))
     for t in f.asks:
         outside = {m.group(1) for m in _PH.finditer(_SEG.sub("", t))}
         inside = {m.group(1) for s in _SEG.findall(t) for m in _PH.finditer(s)}
-        assert must <= outside, (id, t, must - outside)
-        assert outside | inside <= keys, (id, t, (outside | inside) - keys)
-        assert not (inside & must), (id, t)
-    for k in f.slots: assert k in keys, (id, k)
-    FAMILIES[id] = f
-    return f
+        if must - outside: bad(f"ask {t!r} does not state the required {sorted(must - outside)} outside [...]")
+        if (outside | inside) - keys: bad(f"ask {t!r} names no parameter {sorted((outside | inside) - keys)}")
+        if inside & must: bad(f"ask {t!r} puts the required {sorted(inside & must)} in an optional [...]")
+    for t in f.answers:
+        if unsure := sorted({m.group(1) for m in _PH.finditer(t) if not m.group(1).startswith("r.")} - _always(f.parameters)):
+            bad(f"answer {t!r} names {unsure}, which a call may not have (or no parameter at all)")
+    if extra := sorted(set(f.slots) - keys): bad(f"slots for no parameter: {extra}")
 
 # %% ../nbs/14_corpus.ipynb #c014
 CITIES = ["Oslo", "Lisbon", "Nairobi", "Osaka", "Lima", "Toronto", "Cairo", "Hanoi", "Denver", "Krakow", "Perth", "Bogota", "Reykjavik",
@@ -153,12 +180,49 @@ CURRENCIES = ["USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD", "NOK", "SEK", "IN
 TITLES = ["The Glass Orchard", "Midnight at Kestrel Bay", "Paper Comets", "The Last Lighthouse Keeper", "Iron Meadow", "Seven Quiet Rivers",
           "Neon Harvest", "A Map of Small Things", "Salt and Thunder", "The Velvet Engine"]
 SKY = ["sunny", "cloudy", "partly cloudy", "light rain", "overcast", "windy", "foggy", "clear"]
+_TEAMS = ["Harbor City FC", "Red Valley Rovers", "Northgate United", "Kestrel Athletic", "Silverlake Wanderers", "Eastmoor Town"]
+_LEAGUES = ["Coastal Premier League", "Highland Cup", "Metro Basketball Association", "Continental Hockey Series"]
+_ARTISTS = ["Luna Vale", "The Paper Foxes", "Marco Estrel", "Nightjar Quartet", "Ada Sorensen", "Copper Skies"]
+_FOODS = ["chickpeas", "spinach", "salmon", "tofu", "mushrooms", "lentils", "eggs", "rice", "zucchini", "feta", "tomatoes", "quinoa"]
+_SENTENCES = ["The river was calm this morning", "Our meeting moved to Friday", "I loved the new cafe downtown", "The train was late again",
+              "This soup needs more salt", "The garden looks wonderful in spring", "Please send the report by noon"]
+_POOLS = {"CITIES": CITIES, "COUNTRIES": COUNTRIES, "PEOPLE": PEOPLE, "CURRENCIES": CURRENCIES, "TITLES": TITLES, "TEAMS": _TEAMS,
+          "LEAGUES": _LEAGUES, "ARTISTS": _ARTISTS, "FOODS": _FOODS, "SENTENCES": _SENTENCES}
 
 def _date(rng, args=None) -> str:
     return f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
 
 def _time(rng, args=None) -> str:
     return f"{rng.randint(7, 21):02d}:{rng.choice(['00', '15', '30', '45'])}"
+
+def _email(name: str) -> str:
+    return name.lower().replace(" ", ".") + "@example.com"
+
+# %% ../nbs/14_corpus.ipynb #c014b
+_NAMED_SAMPLERS: dict[str, Callable] = {"date": _date, "time": _time}
+
+def _slot_sampler(name: str):
+    "Register a sampler `(rng, args so far) -> value` that a data file names as a slot's whole spelling (`to: email_address`)."
+    def register(fn):
+        if name in _NAMED_SAMPLERS: raise ValueError(f"there is a slot sampler named {name!r} already")
+        _NAMED_SAMPLERS[name] = fn
+        return fn
+    return register
+
+def _choice(values: list):
+    "A sampler of one of `values`."
+    return lambda rng, args=None: rng.choice(values)
+
+def _between(lo: int, hi: int):
+    "A sampler of a whole number in `lo`..`hi`, both included."
+    return lambda rng, args=None: rng.randint(lo, hi)
+
+def _uniform(lo, hi, digits: int):
+    "A sampler of a number in `lo`..`hi` rounded to `digits` (a whole number when 0)."
+    def f(rng, args=None):
+        v = round(rng.uniform(lo, hi), digits)
+        return int(v) if digits == 0 else v
+    return f
 
 def _some(pool, lo: int = 2, hi: int = 3):
     "A sampler of `lo`..`hi` distinct items of `pool`, in pool order."
@@ -175,790 +239,630 @@ def _other(key: str, pool):
     "A sampler of an item of `pool` different from the argument `key` already drawn."
     return lambda rng, args: rng.choice([x for x in pool if x != _get(args, key)])
 
-def _email(name: str) -> str:
-    return name.lower().replace(" ", ".") + "@example.com"
+# %% ../nbs/14_corpus.ipynb #c014c
+_FORMS = {"pool": (), "integer": (), "number": ("digits",), "some": ("min", "max"), "numbers": ("count", "digits"), "other_than": ("pool",)}
 
-# %% ../nbs/14_corpus.ipynb #c017
-_fam("weather", "weather.current", "current_conditions", ["current_weather", "getCurrentWeather", "weather.now"],
-     "Get the current weather conditions (temperature, sky, humidity) for a city.",
-     {"city": _s("Name of the city, e.g. 'Lisbon'."), "units": _e(["celsius", "fahrenheit"], "Temperature unit of the reply.", default="celsius")},
-     ["What's the weather like in {city} right now[ in {units}]?", "Current conditions in {city}[, temperatures in {units}] please.",
-      "Is it cold in {city} at the moment?[ Give me the temperature in {units}.]", "weather {city}[ {units}]",
-      "Could you check the weather in {city} for me?[ Use {units}.]"],
-     {"city": CITIES},
-     lambda a, r: {"city": a["city"], "temperature": r.randint(-5, 32) if a["units"] == "celsius" else r.randint(25, 90),
-                   "units": a["units"], "sky": r.choice(SKY), "humidity": r.randint(20, 95)},
-     ["It is {r.temperature}° {units} and {r.sky} in {city} right now, with {r.humidity}% humidity.",
-      "{city}: {r.temperature}° {units}, {r.sky}, humidity {r.humidity}%."])
+def _slot(spec, sch: dict, where: str) -> Callable:
+    "The sampler that a slot's spelling in a data file stands for, its values checked against the parameter's schema `sch`."
+    def bad(msg): raise _Malformed(f"{where}: {msg}")
+    def values(v, type_: str) -> list:
+        if v is None: bad("no pool: write `pool:` and a list of values or a pool's name")
+        v = _POOLS.get(v, v) if isinstance(v, str) else v
+        if not isinstance(v, list) or not v: bad(f"{v!r} is neither a list of values nor a pool ({', '.join(_POOLS)})")
+        if wrong := [x for x in v if not _fits(x, type_)]: bad(f"values {wrong[:3]} are not of type {type_} (quote them)")
+        return v
+    def pair(v, what: str, type_: str = "number") -> list:
+        if not (isinstance(v, list) and len(v) == 2 and all(_fits(x, type_) for x in v)): bad(f"{what} takes [low, high] of type {type_}, not {v!r}")
+        return v
+    if isinstance(spec, str):
+        if spec in _NAMED_SAMPLERS: return _NAMED_SAMPLERS[spec]
+        bad(f"unknown sampler {spec!r}; " + (f"a pool is written {{pool: {spec}}}" if spec in _POOLS else f"the named ones are {', '.join(_NAMED_SAMPLERS)}"))
+    if isinstance(spec, list): return _choice(values(spec, sch["type"]))
+    forms = [k for k in _FORMS if isinstance(spec, dict) and k in spec]
+    if forms == ["pool", "other_than"]: forms = ["other_than"]
+    if len(forms) != 1: bad(f"cannot read the sampler {spec!r}: write a list, a sampler's name, or a mapping of one of {', '.join(_FORMS)}")
+    form, v = forms[0], spec[forms[0]]
+    if extra := [k for k in spec if k != form and k not in _FORMS[form]]: bad(f"{form} takes no {extra}")
+    if form in ("some", "numbers") and sch["type"] != "array": bad(f"{form} draws a list, for an array parameter")
+    if form == "pool": return _choice(values(v, sch["type"]))
+    if form == "integer": return _between(*pair(v, form, "integer"))
+    if form == "number": return _uniform(*pair(v, form), spec["digits"] if "digits" in spec else bad("number needs digits (0: a whole number)"))
+    if form == "some": return _some(values(v, sch["items"]["type"]), spec.get("min", 2), spec.get("max", 3))
+    if form == "numbers": return _nums(*pair(v, form), *pair(spec.get("count", [3, 6]), "count", "integer"), spec.get("digits", 0))
+    if not isinstance(v, str): bad("other_than names the parameter whose value to avoid")
+    return _other(v, values(spec.get("pool"), sch["type"]))
 
-_fam("weather", "weather.forecast", "get_weather_forecast", ["daily_forecast", "forecastWeather", "weather.forecast_days"],
-     "Get the daily weather forecast for a city for the next few days.",
-     {"city": _s("City to forecast."), "days": _int("Number of days to forecast, 1 to 10.", minimum=1, maximum=10),
-      "include_hourly": _b("Whether to include an hour-by-hour breakdown.", default=False)},
-     ["What's the forecast for {city} for the next {days} days?[ Include hourly detail{include_hourly=true}.]",
-      "Give me a {days}-day forecast for {city}[, hour by hour{include_hourly=true}].",
-      "Will it rain in {city} during the next {days} days?", "forecast {city} {days} days[ hourly{include_hourly=true}]"],
-     {"city": CITIES, "days": (2, 10)},
-     lambda a, r: {"city": a["city"], "days": a["days"], "high_c": r.randint(5, 30), "low_c": r.randint(-8, 4), "summary": r.choice(SKY),
-                   "rain_days": r.randint(0, a["days"])},
-     ["Over the next {days} days {city} will be mostly {r.summary}, with highs around {r.high_c} °C, lows near {r.low_c} °C and rain on {r.rain_days} day(s).",
-      "Forecast for {city}: mostly {r.summary}, {r.low_c} to {r.high_c} °C; rain expected on {r.rain_days} of the {days} days."])
+# %% ../nbs/14_corpus.ipynb #c015b
+_DATA = Path(agent_loop.__file__).parent / "corpus_families"
+_FAMILY_KEYS = ("id", "name", "alt_names", "description", "parameters", "asks", "slots", "answers")
+_SIMULATORS: dict[str, Callable] = {}
 
-_fam("weather", "weather.air_quality", "aq_report", ["air_quality_index", "getAirQuality", "aqi.lookup"],
-     "Look up the air quality index and the level of one pollutant in a city.",
-     {"city": _s("City name."), "pollutant": _e(["pm25", "pm10", "ozone", "no2"], "Pollutant to report.", default="pm25")},
-     ["How is the air quality in {city} today?[ I care about {pollutant}.]", "AQI for {city}[, {pollutant} level]",
-      "Is the air in {city} safe to breathe right now?[ Check {pollutant}.]", "Please get the air quality index for {city}[ with the {pollutant} reading]."],
-     {"city": CITIES},
-     lambda a, r: {"city": a["city"], "aqi": r.randint(10, 180), "pollutant": a["pollutant"], "level_ugm3": round(r.uniform(2, 80), 1)},
-     ["The air quality index in {city} is {r.aqi}; {pollutant} is at {r.level_ugm3} µg/m³.",
-      "{city} has an AQI of {r.aqi} ({pollutant}: {r.level_ugm3} µg/m³)."])
+def _simulator(fid: str):
+    "Register the function `(args, rng) -> result` that plays the tool of the family `fid`."
+    def register(fn):
+        if fid in _SIMULATORS: raise ValueError(f"{fid} has a simulator already: {_SIMULATORS[fid].__name__}")
+        _SIMULATORS[fid] = fn
+        return fn
+    return register
 
-_fam("weather", "weather.uv", "get_uv_index", ["uv_index", "uvIndexForecast", "weather.uv"],
-     "Get the maximum UV index for a location given by latitude and longitude.",
-     {"latitude": _n("Latitude in decimal degrees."), "longitude": _n("Longitude in decimal degrees."),
-      "date": _s("Date as YYYY-MM-DD; today when omitted.", opt=True)},
-     ["What's the UV index at latitude {latitude}, longitude {longitude}[ on {date}]?", "UV index for {latitude}, {longitude}[ on {date}]",
-      "Do I need sunscreen at coordinates {latitude} / {longitude}[ on {date}]? Tell me the UV index."],
-     {"latitude": (-60, 60, 2), "longitude": (-170, 170, 2), "date": _date},
-     lambda a, r: {"uv_index": r.randint(0, 11), "peak_hour": f"{r.randint(11, 14)}:00"},
-     ["The UV index there peaks at {r.uv_index} around {r.peak_hour}.", "Maximum UV index: {r.uv_index}, at about {r.peak_hour}."])
+class _StrictLoader(yaml.SafeLoader):
+    "Safe YAML that refuses a key written twice in one mapping (plain YAML keeps the last)."
 
-_fam("travel", "travel.flights", "search_flights", ["find_flights", "flightSearch", "travel.flights.search"],
-     "Search flights between two cities on a date and return the cheapest option.",
-     {"origin": _s("Departure city."), "destination": _s("Arrival city."), "date": _s("Departure date, YYYY-MM-DD."),
-      "passengers": _int("Number of passengers.", default=1, minimum=1), "cabin": _e(["economy", "premium", "business", "first"], "Cabin class.", default="economy"),
-      "nonstop": _b("Only return nonstop flights.", default=False)},
-     ["Find me a flight from {origin} to {destination} on {date}[ for {passengers} people][ in {cabin}][, nonstop only{nonstop=true}].",
-      "Any flights {origin} -> {destination} on {date}?[ {cabin} class please.]", "I need to fly from {origin} to {destination} on {date}[ with {passengers} passengers].",
-      "Search flights: {origin} to {destination}, {date}[, direct{nonstop=true}][, {cabin}]"],
-     {"origin": CITIES, "destination": _other("origin", CITIES), "date": _date, "passengers": (2, 5)},
-     lambda a, r: {"airline": r.choice(["Nordwind", "Aerolume", "SkyKite", "Blue Heron Air"]), "flight": f"{r.choice('ABKNQ')}{r.choice('LRTX')}{r.randint(100, 999)}",
-                   "departs": f"{r.randint(6, 22):02d}:{r.choice(['05', '20', '40', '55'])}", "stops": 0 if a["nonstop"] else r.randint(0, 2),
-                   "price_usd": r.randint(80, 900) * a["passengers"] * (1 if a["cabin"] == "economy" else 3)},
-     ["The cheapest {cabin} option from {origin} to {destination} on {date} is {r.airline} {r.flight}, departing {r.departs} with {r.stops} stop(s), for {r.price_usd} USD in total.",
-      "Best fare: {r.airline} {r.flight} at {r.departs} ({r.stops} stops), {r.price_usd} USD for {passengers} passenger(s)."])
+def _unique_keys(loader, node):
+    keys = [loader.construct_object(k) for k, _ in node.value]
+    if twice := sorted({str(k) for k in keys if keys.count(k) > 1}):
+        raise yaml.constructor.ConstructorError(None, None, f"keys written twice: {twice}", node.start_mark)
+    return loader.construct_mapping(node)
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_keys)
 
-_fam("travel", "travel.hotels", "search_hotels", ["find_hotels", "hotelSearch", "lodging.search"],
-     "Search hotels in a city for given dates and return the best-rated match.",
-     {"city": _s("City to stay in."), "check_in": _s("Check-in date, YYYY-MM-DD."), "nights": _int("Number of nights.", minimum=1),
-      "guests": _int("Number of guests.", default=2), "max_price": _n("Maximum price per night in USD.", opt=True),
-      "amenities": _a({"type": "string", "enum": ["pool", "wifi", "gym", "parking", "breakfast"]}, "Amenities the hotel must have.", opt=True)},
-     ["Find a hotel in {city} from {check_in} for {nights} nights[ for {guests} guests][ under {max_price} USD a night][ with {amenities}].",
-      "I need a place to stay in {city}, checking in {check_in}, {nights} nights.[ Must have {amenities}.]",
-      "hotels {city} {check_in} x{nights}[ max {max_price}]", "Can you look for hotels in {city} for {nights} nights starting {check_in}?[ We are {guests}.]"],
-     {"city": CITIES, "check_in": _date, "nights": (1, 14), "guests": (1, 6), "max_price": (60, 400, 0),
-      "amenities": _some(["pool", "wifi", "gym", "parking", "breakfast"], 1, 3)},
-     lambda a, r: {"hotel": f"{r.choice(['Harbour', 'Linden', 'Old Town', 'Riverside', 'Aurora'])} {r.choice(['Inn', 'Hotel', 'Suites'])}",
-                   "rating": round(r.uniform(3.5, 4.9), 1), "price_per_night": r.randint(50, int(a.get("max_price", 350)))},
-     ["In {city} I found {r.hotel}, rated {r.rating}, at {r.price_per_night} USD per night for {nights} nights from {check_in}.",
-      "{r.hotel} ({r.rating}★) is available from {check_in}: {r.price_per_night} USD a night."])
+def _family(domain: str, raw, where: str, taken: dict) -> Family:
+    "One family from its entry in a data file, checked against the families `taken` before it."
+    def bad(msg): raise _Malformed(f"{where}: {msg}")
+    if not isinstance(raw, dict): bad(f"a family is a mapping of {', '.join(_FAMILY_KEYS)}")
+    if missing := [k for k in _FAMILY_KEYS if k not in raw and k != "slots"]: bad(f"missing {missing}")
+    if extra := [k for k in raw if k not in _FAMILY_KEYS]: bad(f"unknown keys {extra}; a family has {', '.join(_FAMILY_KEYS)}")
+    for k in ("id", "name", "description"):
+        if not isinstance(raw[k], str) or not raw[k]: bad(f"{k} is a text")
+    for k in ("alt_names", "asks", "answers"):
+        if not isinstance(raw[k], list) or not raw[k] or not all(isinstance(x, str) for x in raw[k]): bad(f"{k} is a list of texts")
+    if raw["id"] not in _SIMULATORS: bad(f"no simulator: write a function (args, rng) -> dict in nbs/14_corpus.ipynb under @_simulator({raw['id']!r})")
+    params, slots = _finish(raw["parameters"], f"{where}: parameters"), raw.get("slots") or {}
+    if not isinstance(slots, dict): bad("slots are a mapping of parameters to samplers")
+    if extra := sorted(set(slots) - set(_leaves(params))): bad(f"slots for no parameter: {extra}")
+    samplers = {k: _slot(v, _sub_schema(params, k), f"{where}: slots: {k}") for k, v in slots.items()}
+    f = Family(raw["id"], domain, raw["name"], tuple(raw["alt_names"]), raw["description"], params, tuple(raw["asks"]), samplers,
+               _SIMULATORS[raw["id"]], tuple(raw["answers"]))
+    _check(f, taken, where)
+    return f
 
-_fam("travel", "travel.car_rental", "get_car_rental_quote", ["car_rental_quote", "rentalCarPrice", "travel.cars.quote"],
-     "Get a price quote for renting a car in a city.",
-     {"city": _s("Pick-up city."), "pickup_date": _s("Pick-up date, YYYY-MM-DD."), "days": _int("Rental length in days."),
-      "car_class": _e(["economy", "compact", "suv", "van"], "Car category.", default="compact")},
-     ["How much to rent a car in {city} from {pickup_date} for {days} days?[ I'd like an {car_class}.]",
-      "Quote me a rental car in {city}, pick-up {pickup_date}, {days} days[, {car_class}].", "car rental {city} {pickup_date} {days}d[ {car_class}]"],
-     {"city": CITIES, "pickup_date": _date, "days": (1, 21)},
-     lambda a, r: {"company": r.choice(["RoadRunner Rentals", "Kestrel Cars", "DriveNow"]), "daily_rate": r.randint(25, 120)},
-     ["A {car_class} car in {city} from {pickup_date} costs {r.daily_rate} USD per day with {r.company}.",
-      "{r.company} offers a {car_class} for {r.daily_rate} USD/day for your {days} days in {city}."])
+def _load_families(folder: Path = _DATA) -> dict[str, Family]:
+    "The families of the data files in `folder`, files in name order, families in the order written; `_Malformed`, naming the file and family, otherwise."
+    out, paths = {}, sorted(Path(folder).glob("*.yaml"))
+    if not paths: raise _Malformed(f"no data files (*.yaml) in {folder}")
+    for path in paths:
+        try: doc = yaml.load(path.read_text(encoding="utf-8"), _StrictLoader)
+        except yaml.YAMLError as e: raise _Malformed(f"{path.name}: not valid YAML: {e}") from None
+        if not isinstance(doc, dict) or sorted(doc) != ["domain", "families"] or not isinstance(doc["domain"], str) or not isinstance(doc["families"], list):
+            raise _Malformed(f"{path.name}: a data file is a mapping of `domain` (a name) and `families` (a list)")
+        for i, raw in enumerate(doc["families"]):
+            fid = raw.get("id") if isinstance(raw, dict) else None
+            f = _family(doc["domain"], raw, f"{path.name}: {fid if isinstance(fid, str) else f'family {i + 1}'}", out)
+            out[f.id] = f
+    return out
 
-_fam("travel", "travel.visa", "check_visa_requirements", ["visa_requirements", "visaCheck", "travel.visa_rules"],
-     "Check whether citizens of one country need a visa to visit another.",
-     {"citizenship": _s("Traveller's country of citizenship."), "destination": _s("Country to visit."),
-      "purpose": _e(["tourism", "business", "study"], "Purpose of the trip.", default="tourism")},
-     ["Do {citizenship} citizens need a visa for {destination}?[ It's for {purpose}.]", "Visa rules for a citizen of {citizenship} travelling to {destination}[ for {purpose}]",
-      "I'm from {citizenship} and want to go to {destination}[ on {purpose}]. Do I need a visa?"],
-     {"citizenship": COUNTRIES, "destination": _other("citizenship", COUNTRIES)},
-     lambda a, r: {"visa_required": r.random() < 0.5, "max_stay_days": r.choice([30, 60, 90, 180])},
-     ["Visa required for {citizenship} citizens visiting {destination} for {purpose}: {r.visa_required}; maximum stay {r.max_stay_days} days."])
+# %% ../nbs/14_corpus.ipynb #s01
+@_simulator("weather.current")
+def _current_conditions(a, r):
+    "Temperature in the unit asked, sky and humidity."
+    return {"city": a["city"], "temperature": r.randint(-5, 32) if a["units"] == "celsius" else r.randint(25, 90),
+            "units": a["units"], "sky": r.choice(SKY), "humidity": r.randint(20, 95)}
 
-_fam("travel", "travel.route", "get_travel_time", ["route_duration", "travelTime", "maps.eta"],
-     "Estimate the travel time and distance between two places.",
-     {"origin": _s("Start address or city."), "destination": _s("End address or city."),
-      "mode": _e(["driving", "walking", "cycling", "transit"], "Means of transport.", default="driving")},
-     ["How long does it take to get from {origin} to {destination}[ by {mode}]?", "travel time {origin} to {destination}[ {mode}]",
-      "Estimate the journey from {origin} to {destination}[, {mode}].", "What's the ETA from {origin} to {destination}[ if I go {mode}]?"],
-     {"origin": CITIES, "destination": _other("origin", CITIES)},
-     lambda a, r: {"distance_km": r.randint(20, 2500), "duration_hours": round(r.uniform(0.5, 40), 1), "mode": a["mode"]},
-     ["From {origin} to {destination} by {mode} is {r.distance_km} km and takes about {r.duration_hours} hours.",
-      "{r.distance_km} km, roughly {r.duration_hours} h by {mode}."])
+@_simulator("weather.forecast")
+def _weather_forecast(a, r):
+    "Highs, lows, the usual sky and how many of the days bring rain."
+    return {"city": a["city"], "days": a["days"], "high_c": r.randint(5, 30), "low_c": r.randint(-8, 4), "summary": r.choice(SKY),
+            "rain_days": r.randint(0, a["days"])}
 
-# %% ../nbs/14_corpus.ipynb #c021
+@_simulator("weather.air_quality")
+def _air_quality(a, r):
+    "An air quality index and the level of the pollutant asked."
+    return {"city": a["city"], "aqi": r.randint(10, 180), "pollutant": a["pollutant"], "level_ugm3": round(r.uniform(2, 80), 1)}
+
+@_simulator("weather.uv")
+def _uv_index(a, r):
+    "The day's highest UV index and its hour."
+    return {"uv_index": r.randint(0, 11), "peak_hour": f"{r.randint(11, 14)}:00"}
+
+# %% ../nbs/14_corpus.ipynb #s02
+@_simulator("travel.flights")
+def _search_flights(a, r):
+    "The cheapest flight: nonstop when asked, three times the fare outside economy."
+    return {"airline": r.choice(["Nordwind", "Aerolume", "SkyKite", "Blue Heron Air"]), "flight": f"{r.choice('ABKNQ')}{r.choice('LRTX')}{r.randint(100, 999)}",
+            "departs": f"{r.randint(6, 22):02d}:{r.choice(['05', '20', '40', '55'])}", "stops": 0 if a["nonstop"] else r.randint(0, 2),
+            "price_usd": r.randint(80, 900) * a["passengers"] * (1 if a["cabin"] == "economy" else 3)}
+
+@_simulator("travel.hotels")
+def _search_hotels(a, r):
+    "The best-rated hotel, within the price limit when there is one."
+    return {"hotel": f"{r.choice(['Harbour', 'Linden', 'Old Town', 'Riverside', 'Aurora'])} {r.choice(['Inn', 'Hotel', 'Suites'])}",
+            "rating": round(r.uniform(3.5, 4.9), 1), "price_per_night": r.randint(50, int(a.get("max_price", 350)))}
+
+@_simulator("travel.car_rental")
+def _car_rental_quote(a, r):
+    "A rental company and its daily rate."
+    return {"company": r.choice(["RoadRunner Rentals", "Kestrel Cars", "DriveNow"]), "daily_rate": r.randint(25, 120)}
+
+@_simulator("travel.visa")
+def _visa_requirements(a, r):
+    "Whether a visa is needed (a coin) and the longest stay."
+    return {"visa_required": r.random() < 0.5, "max_stay_days": r.choice([30, 60, 90, 180])}
+
+@_simulator("travel.route")
+def _travel_time(a, r):
+    "A distance and a duration for the mode asked."
+    return {"distance_km": r.randint(20, 2500), "duration_hours": round(r.uniform(0.5, 40), 1), "mode": a["mode"]}
+
+# %% ../nbs/14_corpus.ipynb #s03
 def _annuity(p, rate, n):
     r = rate / 100 / 12
     return round(p / n if r == 0 else p * r / (1 - (1 + r) ** -n), 2)
 
-_fam("finance", "finance.loan_payment", "calculate_loan_payment", ["loan_payment", "monthlyLoanPayment", "finance.loan.payment"],
-     "Calculate the fixed monthly payment of an amortising loan.",
-     {"principal": _n("Amount borrowed."), "annual_rate": _n("Annual interest rate in percent, e.g. 4.5."), "years": _int("Loan term in years.")},
-     ["What's the monthly payment on a {principal} loan at {annual_rate}% over {years} years?", "Calculate my loan payment: principal {principal}, rate {annual_rate}%, term {years} years.",
-      "If I borrow {principal} for {years} years at {annual_rate} percent, how much do I pay each month?", "loan {principal} {annual_rate}% {years}y monthly?"],
-     {"principal": (5000, 600000), "annual_rate": (1, 12, 2), "years": (2, 30)},
-     lambda a, r: {"monthly_payment": _annuity(a["principal"], a["annual_rate"], a["years"] * 12), "months": a["years"] * 12},
-     ["The monthly payment is {r.monthly_payment} over {r.months} months.", "You would pay {r.monthly_payment} per month for {years} years."])
+@_simulator("finance.loan_payment")
+def _loan_payment(a, r):
+    "The fixed monthly payment of an amortising loan."
+    return {"monthly_payment": _annuity(a["principal"], a["annual_rate"], a["years"] * 12), "months": a["years"] * 12}
 
-_fam("finance", "finance.fx", "fx_convert", ["currency_convert", "fxConvert", "finance.fx.convert"],
-     "Convert an amount of money from one currency to another at today's rate.",
-     {"amount": _n("Amount to convert."), "from_currency": _s("ISO code of the source currency, e.g. EUR."), "to_currency": _s("ISO code of the target currency.")},
-     ["Convert {amount} {from_currency} to {to_currency}.", "How much is {amount} {from_currency} in {to_currency}?", "{amount} {from_currency} -> {to_currency}",
-      "I have {amount} {from_currency}; what is that in {to_currency}, please?"],
-     {"amount": (5, 20000, 2), "from_currency": CURRENCIES, "to_currency": _other("from_currency", CURRENCIES)},
-     lambda a, r: (lambda rate: {"rate": rate, "converted": round(a["amount"] * rate, 2), "currency": a["to_currency"]})(round(r.uniform(0.05, 9), 4)),
-     ["{amount} {from_currency} is {r.converted} {to_currency} (rate {r.rate}).", "At a rate of {r.rate}, you get {r.converted} {to_currency}."])
+@_simulator("finance.fx")
+def _fx_convert(a, r):
+    "A drawn exchange rate and the amount converted at it."
+    rate = round(r.uniform(0.05, 9), 4)
+    return {"rate": rate, "converted": round(a["amount"] * rate, 2), "currency": a["to_currency"]}
 
-_fam("finance", "finance.stock_quote", "stock_last_price", ["stock_quote", "getStockQuote", "market.quote"],
-     "Get the latest trading price and daily change of a stock by ticker symbol.",
-     {"ticker": _s("Ticker symbol, e.g. 'ACME'."), "exchange": _e(["NYSE", "NASDAQ", "LSE", "TSE"], "Stock exchange.", default="NASDAQ")},
-     ["What's {ticker} trading at?[ On the {exchange}.]", "Stock price of {ticker}[ on {exchange}]", "Get me a quote for {ticker}[ ({exchange})].",
-      "How did {ticker} do today?[ It's listed on {exchange}.]"],
-     {"ticker": ["ACME", "GLBX", "NRTH", "VELA", "ORBT", "KITE", "ZENO", "PLMR", "HALC", "TRVN"]},
-     lambda a, r: {"ticker": a["ticker"], "price": round(r.uniform(5, 900), 2), "change_pct": round(r.uniform(-6, 6), 2)},
-     ["{ticker} is at {r.price}, {r.change_pct}% on the day.", "{ticker} last traded at {r.price} ({r.change_pct}% today) on {exchange}."])
+@_simulator("finance.stock_quote")
+def _stock_quote(a, r):
+    "A price and the day's change."
+    return {"ticker": a["ticker"], "price": round(r.uniform(5, 900), 2), "change_pct": round(r.uniform(-6, 6), 2)}
 
-_fam("finance", "finance.compound", "compound_future_value", ["calc_compound_interest", "futureValue", "finance.compound"],
-     "Compute the future value of a deposit with compound interest.",
-     {"principal": _n("Initial deposit."), "rate": _n("Annual interest rate in percent."), "years": _int("Number of years."),
-      "compounds_per_year": _int("How many times interest is compounded per year.", default=12)},
-     ["If I invest {principal} at {rate}% for {years} years[, compounded {compounds_per_year} times a year], what will I have?",
-      "Future value of {principal} at {rate} percent after {years} years[ with {compounds_per_year} compounding periods per year]?",
-      "compound interest {principal} {rate}% {years} years[ n={compounds_per_year}]"],
-     {"principal": (100, 100000), "rate": (1, 9, 1), "years": (1, 40), "compounds_per_year": [1, 2, 4, 365]},
-     lambda a, r: {"future_value": round(a["principal"] * (1 + a["rate"] / 100 / a["compounds_per_year"]) ** (a["compounds_per_year"] * a["years"]), 2)},
-     ["After {years} years, {principal} grows to {r.future_value}.", "The future value is {r.future_value}."])
+@_simulator("finance.compound")
+def _compound_future_value(a, r):
+    "The future value of a deposit at compound interest."
+    n = a["compounds_per_year"]
+    return {"future_value": round(a["principal"] * (1 + a["rate"] / 100 / n) ** (n * a["years"]), 2)}
 
-_fam("finance", "finance.split_bill", "split_bill", ["bill_splitter", "splitBill", "finance.split_bill"],
-     "Split a bill evenly between people, optionally adding a tip.",
-     {"total": _n("Bill total."), "people": _int("Number of people sharing.", minimum=1), "tip_percent": _n("Tip in percent.", default=0)},
-     ["Split a {total} bill between {people} people[ with a {tip_percent}% tip].", "We are {people} and the bill is {total}.[ Add {tip_percent}% tip.] How much each?",
-      "split {total} / {people}[ tip {tip_percent}%]"],
-     {"total": (20, 900, 2), "people": (2, 12), "tip_percent": [10, 12.5, 15, 18, 20]},
-     lambda a, r: {"per_person": round(a["total"] * (1 + a["tip_percent"] / 100) / a["people"], 2)},
-     ["Each of the {people} people pays {r.per_person}.", "That's {r.per_person} per person."])
+@_simulator("finance.split_bill")
+def _split_bill(a, r):
+    "Each person's share, tip included."
+    return {"per_person": round(a["total"] * (1 + a["tip_percent"] / 100) / a["people"], 2)}
 
-_fam("math", "math.gcd", "greatest_common_divisor", ["gcd", "computeGCD", "numbers.gcd"],
-     "Compute the greatest common divisor of a list of integers.",
-     {"numbers": _a("integer", "Integers to take the GCD of.")},
-     ["What is the greatest common divisor of {numbers}?", "gcd of {numbers}", "Find the GCD of {numbers}.", "Compute the highest common factor of {numbers}, please."],
-     {"numbers": lambda rng, args: [rng.randint(2, 30) * k for k in [rng.randint(2, 12)] for _ in range(rng.randint(2, 4))]},
-     lambda a, r: {"gcd": math.gcd(*a["numbers"])},
-     ["The greatest common divisor of {numbers} is {r.gcd}.", "GCD = {r.gcd}."])
+# %% ../nbs/14_corpus.ipynb #s04
+@_slot_sampler("multiples")
+def _multiples(rng, args=None) -> list[int]:
+    "Two to four multiples of one number from 2 to 12, so that the greatest common divisor is worth asking for."
+    k = rng.randint(2, 12)
+    return [rng.randint(2, 30) * k for _ in range(rng.randint(2, 4))]
 
-_fam("math", "math.quadratic", "roots_of_quadratic", ["quadratic_roots", "solveQuadratic", "algebra.quadratic"],
-     "Find the real roots of a quadratic equation a*x^2 + b*x + c = 0.",
-     {"a": _n("Coefficient of x^2 (not zero)."), "b": _n("Coefficient of x."), "c": _n("Constant term.")},
-     ["Solve {a}x^2 + {b}x + {c} = 0.", "Find the roots of the quadratic with a={a}, b={b}, c={c}.", "roots of {a}*x**2 + {b}*x + {c}?"],
-     {"a": (1, 5), "b": (-20, 20), "c": (-30, 10)},
-     lambda a, r: (lambda d: {"roots": [] if d < 0 else sorted({round((-a["b"] + s * math.sqrt(d)) / (2 * a["a"]), 4) for s in (1, -1)})})(a["b"] ** 2 - 4 * a["a"] * a["c"]),
-     ["The real roots are: {r.roots}.", "Roots: {r.roots}."])
+@_simulator("math.gcd")
+def _gcd(a, r):
+    "The greatest common divisor."
+    return {"gcd": math.gcd(*a["numbers"])}
 
-_fam("math", "math.prime", "is_prime", ["prime_check", "isPrime", "number_theory.is_prime"],
-     "Check whether an integer is a prime number and give its smallest factor.",
-     {"number": _int("Integer to test.")},
-     ["Is {number} a prime number?", "prime? {number}", "Check if {number} is prime.", "Tell me whether {number} is prime or not."],
-     {"number": (2, 100000)},
-     lambda a, r: (lambda n: {"number": n, "is_prime": n > 1 and all(n % k for k in range(2, math.isqrt(n) + 1)),
-                              "smallest_factor": next((k for k in range(2, math.isqrt(n) + 1) if n % k == 0), n)})(a["number"]),
-     ["Is {number} prime: {r.is_prime} (smallest factor {r.smallest_factor}).", "{number} prime? {r.is_prime}. Smallest factor: {r.smallest_factor}."])
+@_simulator("math.quadratic")
+def _quadratic_roots(a, r):
+    "The real roots, none, one or two, in increasing order."
+    d = a["b"] ** 2 - 4 * a["a"] * a["c"]
+    return {"roots": [] if d < 0 else sorted({round((-a["b"] + s * math.sqrt(d)) / (2 * a["a"]), 4) for s in (1, -1)})}
 
-_fam("math", "math.factorial", "factorial", ["compute_factorial", "factorialOf", "numbers.factorial"],
-     "Compute n! (the factorial of a non-negative integer).",
-     {"n": _int("Non-negative integer.", minimum=0)},
-     ["What is {n} factorial?", "Compute {n}!", "factorial of {n}", "Calculate the factorial of {n} for me."],
-     {"n": (0, 25)},
-     lambda a, r: {"factorial": math.factorial(a["n"])},
-     ["{n}! = {r.factorial}.", "The factorial of {n} is {r.factorial}."])
+@_simulator("math.prime")
+def _is_prime(a, r):
+    "Whether the number is prime, and its smallest factor (itself when prime)."
+    n = a["number"]
+    return {"number": n, "is_prime": n > 1 and all(n % k for k in range(2, math.isqrt(n) + 1)),
+            "smallest_factor": next((k for k in range(2, math.isqrt(n) + 1) if n % k == 0), n)}
 
-_fam("math", "math.percent", "percentage_of", ["percent_of", "calcPercentage", "math.percent"],
-     "Calculate a given percentage of a value.",
-     {"percent": _n("The percentage, e.g. 15 for 15%."), "value": _n("The base value.")},
-     ["What is {percent}% of {value}?", "Calculate {percent} percent of {value}.", "{percent}% of {value}", "How much is {percent} per cent of {value}?"],
-     {"percent": (1, 99, 1), "value": (10, 10000)},
-     lambda a, r: {"result": round(a["percent"] * a["value"] / 100, 4)},
-     ["{percent}% of {value} is {r.result}.", "That comes to {r.result}."])
+@_simulator("math.factorial")
+def _factorial(a, r):
+    "n!"
+    return {"factorial": math.factorial(a["n"])}
 
+@_simulator("math.percent")
+def _percent_of(a, r):
+    "The percentage of the value."
+    return {"result": round(a["percent"] * a["value"] / 100, 4)}
+
+# %% ../nbs/14_corpus.ipynb #s05
 _UNITS = {"length": ["kilometers", "miles", "meters", "feet"], "mass": ["kilograms", "pounds", "grams", "ounces"], "volume": ["liters", "gallons", "milliliters"]}
 _TO_BASE = {"kilometers": 1000, "miles": 1609.344, "meters": 1, "feet": 0.3048, "kilograms": 1, "pounds": 0.45359237, "grams": 0.001,
             "ounces": 0.028349523, "liters": 1, "gallons": 3.785411784, "milliliters": 0.001}
-_fam("math", "math.convert_units", "convert_units", ["unit_convert", "convertUnit", "measure.convert"],
-     "Convert a measurement between units of length, mass or volume.",
-     {"value": _n("Quantity to convert."), "from_unit": _e(sum(_UNITS.values(), []), "Unit of the value."), "to_unit": _e(sum(_UNITS.values(), []), "Unit to convert to.")},
-     ["Convert {value} {from_unit} to {to_unit}.", "How many {to_unit} is {value} {from_unit}?", "{value} {from_unit} in {to_unit}", "What's {value} {from_unit} expressed in {to_unit}?"],
-     {"value": (1, 500, 1), "from_unit": lambda rng, a: rng.choice(sum(_UNITS.values(), [])),
-      "to_unit": lambda rng, a: rng.choice([u for us in _UNITS.values() if a["from_unit"] in us for u in us if u != a["from_unit"]])},
-     lambda a, r: {"result": round(a["value"] * _TO_BASE[a["from_unit"]] / _TO_BASE[a["to_unit"]], 4), "unit": a["to_unit"]},
-     ["{value} {from_unit} is {r.result} {to_unit}.", "That's {r.result} {to_unit}."])
 
-_fam("geometry", "geometry.circle_area", "circle_area", ["area_of_circle", "circleArea", "geometry.circle.area"],
-     "Compute the area of a circle from its radius.",
-     {"radius": _n("Radius of the circle."), "unit": _e(["mm", "cm", "m", "in"], "Unit of the radius.", default="cm")},
-     ["What's the area of a circle with radius {radius}[ {unit}]?", "Area of a circle, r = {radius}[ {unit}]", "Compute the area for a circle of radius {radius}[ in {unit}]."],
-     {"radius": (1, 100, 1)},
-     lambda a, r: {"area": round(math.pi * a["radius"] ** 2, 3), "unit": a["unit"] + "^2"},
-     ["The area is {r.area} {r.unit}.", "A circle of radius {radius} {unit} has area {r.area} {r.unit}."])
+@_slot_sampler("unit")
+def _any_unit(rng, args=None) -> str:
+    "Any unit of length, mass or volume."
+    return rng.choice(sum(_UNITS.values(), []))
 
-_fam("geometry", "geometry.triangle_area", "triangle_area", ["area_triangle", "triangleArea", "geometry.triangle.area"],
-     "Compute the area of a triangle from its base and height.",
-     {"base": _n("Length of the base."), "height": _n("Height perpendicular to the base.")},
-     ["Area of a triangle with base {base} and height {height}?", "triangle area b={base} h={height}", "A triangle has a base of {base} and a height of {height}. What is its area?"],
-     {"base": (1, 80, 1), "height": (1, 80, 1)},
-     lambda a, r: {"area": round(a["base"] * a["height"] / 2, 3)},
-     ["The triangle's area is {r.area}.", "Area = {r.area}."])
+@_slot_sampler("unit_of_same_kind")
+def _unit_of_same_kind(rng, args) -> str:
+    "Another unit of what `from_unit` measures."
+    return rng.choice([u for us in _UNITS.values() if args["from_unit"] in us for u in us if u != args["from_unit"]])
 
-_fam("geometry", "geometry.distance", "point_distance", ["euclidean_distance", "distanceBetweenPoints", "geometry.distance"],
-     "Compute the straight-line distance between two points in the plane.",
-     {"point_a": _o({"x": _n("x coordinate."), "y": _n("y coordinate.")}, "First point."),
-      "point_b": _o({"x": _n("x coordinate."), "y": _n("y coordinate.")}, "Second point.")},
-     ["What's the distance between ({point_a.x}, {point_a.y}) and ({point_b.x}, {point_b.y})?", "distance from point ({point_a.x},{point_a.y}) to ({point_b.x},{point_b.y})",
-      "How far apart are the points x={point_a.x}, y={point_a.y} and x={point_b.x}, y={point_b.y}?"],
-     {"point_a.x": (-50, 50), "point_a.y": (-50, 50), "point_b.x": (-50, 50), "point_b.y": (-50, 50)},
-     lambda a, r: {"distance": round(math.dist((a["point_a"]["x"], a["point_a"]["y"]), (a["point_b"]["x"], a["point_b"]["y"])), 4)},
-     ["The distance is {r.distance}.", "The points are {r.distance} units apart."])
+@_simulator("math.convert_units")
+def _convert_units(a, r):
+    "The value in the other unit."
+    return {"result": round(a["value"] * _TO_BASE[a["from_unit"]] / _TO_BASE[a["to_unit"]], 4), "unit": a["to_unit"]}
 
-_fam("geometry", "geometry.perimeter", "polygon_perimeter", ["perimeter", "polygonPerimeter", "geometry.perimeter"],
-     "Compute the perimeter of a polygon from the lengths of its sides.",
-     {"side_lengths": _a("number", "Lengths of the sides, in order.")},
-     ["What's the perimeter of a polygon with sides {side_lengths}?", "perimeter for sides {side_lengths}", "Add up the perimeter of a shape whose sides are {side_lengths}."],
-     {"side_lengths": _nums(1, 40, 3, 6, 1)},
-     lambda a, r: {"perimeter": round(sum(a["side_lengths"]), 3), "sides": len(a["side_lengths"])},
-     ["The {r.sides}-sided polygon has a perimeter of {r.perimeter}.", "Perimeter: {r.perimeter}."])
+# %% ../nbs/14_corpus.ipynb #s06
+@_simulator("geometry.circle_area")
+def _circle_area(a, r):
+    "The area, in the square of the radius's unit."
+    return {"area": round(math.pi * a["radius"] ** 2, 3), "unit": a["unit"] + "^2"}
 
-_fam("geometry", "geometry.box_volume", "box_volume", ["cuboid_volume", "boxVolume", "geometry.box.volume"],
-     "Compute the volume and surface area of a rectangular box.",
-     {"dimensions": _o({"length": _n("Length."), "width": _n("Width."), "height": _n("Height.")}, "The box's dimensions.")},
-     ["What's the volume of a box {dimensions.length} long, {dimensions.width} wide and {dimensions.height} high?",
-      "box volume: length {dimensions.length}, width {dimensions.width}, height {dimensions.height}", "Compute volume for a {dimensions.length} x {dimensions.width} x {dimensions.height} cuboid."],
-     {"dimensions.length": (1, 60), "dimensions.width": (1, 60), "dimensions.height": (1, 60)},
-     lambda a, r: (lambda d: {"volume": d["length"] * d["width"] * d["height"], "surface_area": 2 * (d["length"] * d["width"] + d["length"] * d["height"] + d["width"] * d["height"])})(a["dimensions"]),
-     ["The box holds {r.volume} cubic units and has a surface area of {r.surface_area}.", "Volume {r.volume}, surface area {r.surface_area}."])
+@_simulator("geometry.triangle_area")
+def _triangle_area(a, r):
+    "Half the base times the height."
+    return {"area": round(a["base"] * a["height"] / 2, 3)}
 
-# %% ../nbs/14_corpus.ipynb #c024
-_fam("physics", "physics.kinetic_energy", "kinetic_energy", ["calc_kinetic_energy", "kineticEnergy", "physics.energy.kinetic"],
-     "Compute the kinetic energy of a moving mass (0.5 * m * v^2).",
-     {"mass": _n("Mass in kilograms."), "velocity": _n("Speed in metres per second.")},
-     ["What is the kinetic energy of a {mass} kg object moving at {velocity} m/s?", "kinetic energy m={mass}kg v={velocity}m/s", "Compute KE for mass {mass} kg and speed {velocity} m/s."],
-     {"mass": (1, 2000, 1), "velocity": (1, 90, 1)},
-     lambda a, r: {"energy_joules": round(0.5 * a["mass"] * a["velocity"] ** 2, 2)},
-     ["The kinetic energy is {r.energy_joules} J.", "KE = {r.energy_joules} joules."])
+@_simulator("geometry.distance")
+def _point_distance(a, r):
+    "The straight-line distance between the two points."
+    p, q = a["point_a"], a["point_b"]
+    return {"distance": round(math.dist((p["x"], p["y"]), (q["x"], q["y"])), 4)}
 
-_fam("physics", "physics.projectile", "projectile_range", ["projectile_distance", "projectileRange", "physics.kinematics.range"],
-     "Compute how far a projectile travels on flat ground given launch speed and angle.",
-     {"initial_velocity": _n("Launch speed in m/s."), "angle_degrees": _n("Launch angle above the horizontal, in degrees."),
-      "gravity": _n("Gravitational acceleration in m/s^2.", default=9.81)},
-     ["How far does a projectile go if launched at {initial_velocity} m/s at {angle_degrees} degrees[ with g = {gravity}]?",
-      "projectile range v0={initial_velocity} angle={angle_degrees}[ g={gravity}]", "A ball is thrown at {initial_velocity} m/s, {angle_degrees}° up.[ Gravity is {gravity} m/s².] What's the range?"],
-     {"initial_velocity": (5, 120), "angle_degrees": (5, 85), "gravity": [1.62, 3.71, 9.81, 24.79]},
-     lambda a, r: {"range_m": round(a["initial_velocity"] ** 2 * math.sin(math.radians(2 * a["angle_degrees"])) / a["gravity"], 2)},
-     ["The projectile lands {r.range_m} m away.", "Range: {r.range_m} metres."])
+@_simulator("geometry.perimeter")
+def _polygon_perimeter(a, r):
+    "The sum of the sides, and how many there are."
+    return {"perimeter": round(sum(a["side_lengths"]), 3), "sides": len(a["side_lengths"])}
 
-_fam("physics", "physics.electric_power", "electric_power", ["power_from_current", "calcElectricPower", "physics.electric.power"],
-     "Compute electrical power dissipated in a resistor from current and resistance (P = I^2 R).",
-     {"current": _n("Current in amperes."), "resistance": _n("Resistance in ohms.")},
-     ["What power does a {resistance} ohm resistor dissipate at {current} A?", "power I={current}A R={resistance}ohm", "Calculate the electrical power for a current of {current} amps through {resistance} ohms."],
-     {"current": (0.1, 20, 2), "resistance": (1, 500)},
-     lambda a, r: {"power_watts": round(a["current"] ** 2 * a["resistance"], 3)},
-     ["It dissipates {r.power_watts} W.", "Power = {r.power_watts} watts."])
+@_simulator("geometry.box_volume")
+def _box_volume(a, r):
+    "The box's volume and surface area."
+    d = a["dimensions"]
+    return {"volume": d["length"] * d["width"] * d["height"],
+            "surface_area": 2 * (d["length"] * d["width"] + d["length"] * d["height"] + d["width"] * d["height"])}
 
-_fam("physics", "physics.free_fall", "free_fall_time", ["fall_time", "freeFallTime", "physics.free_fall"],
-     "Compute how long an object takes to fall from a height, ignoring air resistance.",
-     {"height": _n("Drop height in metres."), "gravity": _n("Gravitational acceleration in m/s^2.", default=9.81)},
-     ["How long does it take to fall {height} m[ with g = {gravity}]?", "free fall time from {height} metres[, g {gravity}]", "If I drop a stone from {height} m[ on a planet with gravity {gravity}], when does it land?"],
-     {"height": (1, 1000, 1), "gravity": [1.62, 3.71, 24.79]},
-     lambda a, r: {"seconds": round(math.sqrt(2 * a["height"] / a["gravity"]), 3)},
-     ["It takes {r.seconds} s to fall {height} m.", "Fall time: {r.seconds} seconds."])
+# %% ../nbs/14_corpus.ipynb #s07
+@_simulator("physics.kinetic_energy")
+def _kinetic_energy(a, r):
+    "0.5 m v², in joules."
+    return {"energy_joules": round(0.5 * a["mass"] * a["velocity"] ** 2, 2)}
 
+@_simulator("physics.projectile")
+def _projectile_range(a, r):
+    "The range on flat ground, v² sin(2θ) / g."
+    return {"range_m": round(a["initial_velocity"] ** 2 * math.sin(math.radians(2 * a["angle_degrees"])) / a["gravity"], 2)}
+
+@_simulator("physics.electric_power")
+def _electric_power(a, r):
+    "I² R, in watts."
+    return {"power_watts": round(a["current"] ** 2 * a["resistance"], 3)}
+
+@_simulator("physics.free_fall")
+def _free_fall_time(a, r):
+    "√(2h / g), in seconds."
+    return {"seconds": round(math.sqrt(2 * a["height"] / a["gravity"]), 3)}
+
+# %% ../nbs/14_corpus.ipynb #s08
 _MASS = {"H": 1.008, "C": 12.011, "N": 14.007, "O": 15.999, "Na": 22.99, "Cl": 35.45, "S": 32.06, "Ca": 40.078, "K": 39.098, "Mg": 24.305}
 def _molar(formula: str) -> float:
     return round(sum(_MASS[el] * int(k or 1) for el, k in re.findall(r"([A-Z][a-z]?)(\d*)", formula)), 3)
 
-_fam("chemistry", "chemistry.molar_mass", "molar_mass", ["calc_molar_mass", "molarMass", "chem.molar_mass"],
-     "Compute the molar mass of a chemical formula in g/mol.",
-     {"formula": _s("Chemical formula, e.g. 'H2O'.")},
-     ["What's the molar mass of {formula}?", "molar mass {formula}", "Calculate the molecular weight of {formula} in g/mol."],
-     {"formula": ["H2O", "CO2", "NaCl", "C6H12O6", "CH4", "NH3", "H2SO4", "CaCO3", "KCl", "MgO", "C2H5OH", "NaOH"]},
-     lambda a, r: {"formula": a["formula"], "molar_mass": _molar(a["formula"])},
-     ["The molar mass of {formula} is {r.molar_mass} g/mol.", "{formula}: {r.molar_mass} g/mol."])
+@_simulator("chemistry.molar_mass")
+def _molar_mass(a, r):
+    "The formula's molar mass in g/mol."
+    return {"formula": a["formula"], "molar_mass": _molar(a["formula"])}
 
-_fam("chemistry", "chemistry.element", "get_element_info", ["element_lookup", "elementInfo", "chem.periodic_table"],
-     "Look up properties of a chemical element in the periodic table.",
-     {"element": _s("Element name or symbol."),
-      "properties": _a({"type": "string", "enum": ["atomic_number", "atomic_mass", "symbol", "group", "melting_point"]}, "Properties to return.", opt=True)},
-     ["Tell me about the element {element}.[ I need its {properties}.]", "periodic table info for {element}[: {properties}]", "Look up {element}[ and give me {properties}]."],
-     {"element": ["argon", "cobalt", "zinc", "iodine", "neon", "titanium", "boron", "silicon", "tin", "xenon"],
-      "properties": _some(["atomic_number", "atomic_mass", "symbol", "group", "melting_point"], 1, 3)},
-     lambda a, r: {"element": a["element"], "atomic_number": r.randint(3, 60), "atomic_mass": round(r.uniform(6, 140), 3)},
-     ["{element} has atomic number {r.atomic_number} and atomic mass {r.atomic_mass}."])
+@_simulator("chemistry.element")
+def _element_info(a, r):
+    "An atomic number and mass (drawn: the pool's elements are not looked up)."
+    return {"element": a["element"], "atomic_number": r.randint(3, 60), "atomic_mass": round(r.uniform(6, 140), 3)}
 
-_fam("chemistry", "chemistry.ph", "calculate_ph", ["ph_from_concentration", "calcPH", "chem.acidity.ph"],
-     "Compute the pH of a solution from its hydrogen ion concentration in mol/L.",
-     {"hydrogen_ion_concentration": _n("H+ concentration in mol/L.")},
-     ["What's the pH if the H+ concentration is {hydrogen_ion_concentration} mol/L?", "pH for hydrogen ion concentration {hydrogen_ion_concentration}", "A solution has {hydrogen_ion_concentration} M of H+ ions. Compute its pH."],
-     {"hydrogen_ion_concentration": [0.001, 0.0001, 0.0025, 0.01, 0.05, 0.0003, 0.2, 0.0008]},
-     lambda a, r: {"pH": round(-math.log10(a["hydrogen_ion_concentration"]), 3)},
-     ["The pH is {r.pH}.", "pH = {r.pH}."])
+@_simulator("chemistry.ph")
+def _ph(a, r):
+    "-log10 of the H+ concentration."
+    return {"pH": round(-math.log10(a["hydrogen_ion_concentration"]), 3)}
 
-_fam("chemistry", "chemistry.dilution", "dilution_volume", ["dilute_solution", "dilutionCalc", "chem.dilution"],
-     "Compute the final volume needed to dilute a solution (C1 V1 = C2 V2).",
-     {"initial_concentration": _n("Starting concentration (mol/L)."), "initial_volume": _n("Starting volume (mL)."), "final_concentration": _n("Target concentration (mol/L).")},
-     ["I have {initial_volume} mL of a {initial_concentration} M solution. What volume do I need to dilute it to {final_concentration} M?",
-      "dilution C1={initial_concentration} V1={initial_volume}mL C2={final_concentration}", "How much total volume to bring {initial_volume} mL at {initial_concentration} mol/L down to {final_concentration} mol/L?"],
-     {"initial_concentration": (1, 12, 1), "initial_volume": (5, 500), "final_concentration": (0.1, 0.9, 2)},
-     lambda a, r: {"final_volume_ml": round(a["initial_concentration"] * a["initial_volume"] / a["final_concentration"], 2)},
-     ["Dilute to a final volume of {r.final_volume_ml} mL.", "Final volume: {r.final_volume_ml} mL."])
+@_simulator("chemistry.dilution")
+def _dilution_volume(a, r):
+    "V2 = C1 V1 / C2, in mL."
+    return {"final_volume_ml": round(a["initial_concentration"] * a["initial_volume"] / a["final_concentration"], 2)}
 
-_fam("biology", "biology.dna_complement", "dna_complement", ["complement_dna", "dnaComplement", "bio.seq.complement"],
-     "Return the complementary strand of a DNA sequence, optionally reversed.",
-     {"sequence": _s("DNA sequence of A, C, G and T."), "reverse": _b("Return the reverse complement.", default=False)},
-     ["What's the complement of {sequence}?[ Reverse it too{reverse=true}.]", "complement DNA {sequence}[ (reverse complement{reverse=true})]",
-      "Give me the[ reverse{reverse=true}] complementary strand for {sequence}."],
-     {"sequence": lambda rng, a: "".join(rng.choice("ACGT") for _ in range(rng.randint(8, 18)))},
-     lambda a, r: {"complement": (lambda c: c[::-1] if a["reverse"] else c)(a["sequence"].translate(str.maketrans("ACGT", "TGCA")))},
-     ["The complement is {r.complement}.", "Complementary strand: {r.complement}."])
+# %% ../nbs/14_corpus.ipynb #s09
+@_slot_sampler("dna")
+def _dna(rng, args=None) -> str:
+    "A DNA sequence of 8 to 18 bases."
+    return "".join(rng.choice("ACGT") for _ in range(rng.randint(8, 18)))
 
-_fam("biology", "biology.species", "get_species_info", ["species_lookup", "speciesInfo", "bio.taxonomy.species"],
-     "Look up facts about an animal or plant species by common name.",
-     {"species": _s("Common name of the species."), "include_taxonomy": _b("Include the full taxonomic classification.", default=False)},
-     ["Tell me about the {species}.[ Include its taxonomy{include_taxonomy=true}.]", "species info: {species}[ with classification{include_taxonomy=true}]", "What do we know about the {species}?"],
-     {"species": ["snow leopard", "axolotl", "red panda", "giant sequoia", "blue whale", "monarch butterfly", "kakapo", "baobab", "pangolin", "emperor penguin"]},
-     lambda a, r: {"species": a["species"], "status": r.choice(["least concern", "vulnerable", "endangered", "critically endangered"]), "lifespan_years": r.randint(2, 80)},
-     ["The {species} is listed as {r.status} and lives about {r.lifespan_years} years."])
+@_simulator("biology.dna_complement")
+def _dna_complement(a, r):
+    "The complementary strand, reversed when asked."
+    c = a["sequence"].translate(str.maketrans("ACGT", "TGCA"))
+    return {"complement": c[::-1] if a["reverse"] else c}
 
-_fam("biology", "biology.growth", "population_growth", ["bacterial_growth", "populationGrowth", "bio.growth.exponential"],
-     "Project an exponentially growing population after a number of hours.",
-     {"initial_count": _int("Starting population."), "growth_rate": _n("Growth rate per hour, e.g. 0.3."), "hours": _n("Elapsed time in hours.")},
-     ["A culture starts with {initial_count} cells and grows at {growth_rate} per hour. How many after {hours} hours?",
-      "population growth N0={initial_count} r={growth_rate} t={hours}h", "Project {initial_count} bacteria growing at rate {growth_rate}/h for {hours} hours."],
-     {"initial_count": (10, 5000), "growth_rate": (0.05, 0.9, 2), "hours": (1, 24)},
-     lambda a, r: {"final_count": round(a["initial_count"] * math.exp(a["growth_rate"] * a["hours"]))},
-     ["After {hours} hours there would be about {r.final_count} cells.", "Projected population: {r.final_count}."])
+@_simulator("biology.species")
+def _species_info(a, r):
+    "A conservation status and a lifespan."
+    return {"species": a["species"], "status": r.choice(["least concern", "vulnerable", "endangered", "critically endangered"]), "lifespan_years": r.randint(2, 80)}
 
-_fam("biology", "biology.gene", "lookup_gene", ["gene_info", "geneLookup", "bio.genes.lookup"],
-     "Look up a gene by symbol: its chromosome and a short function summary.",
-     {"gene": _s("Gene symbol."), "organism": _e(["human", "mouse", "zebrafish"], "Organism.", default="human")},
-     ["What does the gene {gene} do?[ In {organism}.]", "gene lookup {gene}[ {organism}]", "Find the chromosome of {gene}[ in the {organism}]."],
-     {"gene": ["TP53", "BRCA2", "MYC", "EGFR", "KRAS", "PAX6", "SOX2", "APOE", "CFTR", "HBB"]},
-     lambda a, r: {"gene": a["gene"], "chromosome": str(r.randint(1, 22)), "summary": r.choice(["transcription factor", "cell-cycle regulator", "membrane receptor", "ion channel"])},
-     ["{gene} ({organism}) is on chromosome {r.chromosome}; it encodes a {r.summary}."])
+@_simulator("biology.growth")
+def _population_growth(a, r):
+    "N0 e^(rt), rounded to a whole count."
+    return {"final_count": round(a["initial_count"] * math.exp(a["growth_rate"] * a["hours"]))}
 
-_fam("astronomy", "astronomy.moon_phase", "get_moon_phase", ["moon_phase", "moonPhase", "astro.moon.phase"],
-     "Get the phase of the Moon and its illuminated fraction on a date.",
-     {"date": _s("Date, YYYY-MM-DD.")},
-     ["What phase is the moon in on {date}?", "moon phase {date}", "Will there be a full moon on {date}?"],
-     {"date": _date},
-     lambda a, r: {"phase": r.choice(["new moon", "waxing crescent", "first quarter", "waxing gibbous", "full moon", "waning gibbous", "last quarter"]), "illumination": r.randint(0, 100)},
-     ["On {date} the Moon is a {r.phase}, {r.illumination}% illuminated."])
+@_simulator("biology.gene")
+def _gene_info(a, r):
+    "A chromosome and what the gene encodes."
+    return {"gene": a["gene"], "chromosome": str(r.randint(1, 22)), "summary": r.choice(["transcription factor", "cell-cycle regulator", "membrane receptor", "ion channel"])}
 
-_fam("astronomy", "astronomy.sun_times", "get_sunrise_sunset", ["sun_times", "sunriseSunset", "astro.sun.times"],
-     "Get sunrise and sunset times for a city.",
-     {"city": _s("City name."), "date": _s("Date, YYYY-MM-DD; today when omitted.", opt=True)},
-     ["When is sunrise in {city}[ on {date}]?", "sunrise/sunset {city}[ {date}]", "What time does the sun set in {city}[ on {date}]?"],
-     {"city": CITIES, "date": _date},
-     lambda a, r: {"sunrise": f"0{r.randint(4, 8)}:{r.randint(10, 59)}", "sunset": f"{r.randint(16, 21)}:{r.randint(10, 59)}"},
-     ["In {city} the sun rises at {r.sunrise} and sets at {r.sunset}."])
+# %% ../nbs/14_corpus.ipynb #s10
+@_simulator("astronomy.moon_phase")
+def _moon_phase(a, r):
+    "A phase and how much of the Moon is lit."
+    return {"phase": r.choice(["new moon", "waxing crescent", "first quarter", "waxing gibbous", "full moon", "waning gibbous", "last quarter"]),
+            "illumination": r.randint(0, 100)}
 
-_fam("astronomy", "astronomy.planet", "get_planet_info", ["planet_facts", "planetInfo", "astro.planets.info"],
-     "Get physical facts about a planet of the Solar System.",
-     {"planet": _e(["Mercury", "Venus", "Mars", "Jupiter", "Saturn", "Uranus", "Neptune"], "Planet name.")},
-     ["Tell me about {planet}.", "planet facts {planet}", "How many moons does {planet} have?"],
-     {},
-     lambda a, r: {"planet": a["planet"], "moons": {"Mercury": 0, "Venus": 0, "Mars": 2}.get(a["planet"], r.randint(14, 95)), "day_hours": round(r.uniform(9, 5900), 1)},
-     ["{planet} has {r.moons} moons and a day of {r.day_hours} hours."])
+@_simulator("astronomy.sun_times")
+def _sun_times(a, r):
+    "Sunrise and sunset times."
+    return {"sunrise": f"0{r.randint(4, 8)}:{r.randint(10, 59)}", "sunset": f"{r.randint(16, 21)}:{r.randint(10, 59)}"}
 
-_fam("astronomy", "astronomy.light_time", "light_delay", ["light_time", "lightTravelTime", "astro.light.travel"],
-     "Compute how long light takes to cover a distance.",
-     {"distance": _n("The distance."), "unit": _e(["km", "au", "light_years"], "Unit of the distance.")},
-     ["How long does light take to travel {distance} {unit}?", "light travel time for {distance} {unit}", "Compute the light time over {distance} {unit}."],
-     {"distance": (1, 5000, 1)},
-     lambda a, r: {"seconds": round(a["distance"] * {"km": 1 / 299792.458, "au": 499.005, "light_years": 31557600}[a["unit"]], 3)},
-     ["Light needs {r.seconds} seconds to cover {distance} {unit}."])
+@_simulator("astronomy.planet")
+def _planet_info(a, r):
+    "Moons (the known counts of the inner planets) and the length of a day."
+    drawn = r.randint(14, 95)  # drawn for every planet, so the draws after it do not depend on the planet
+    return {"planet": a["planet"], "moons": {"Mercury": 0, "Venus": 0, "Mars": 2}.get(a["planet"], drawn), "day_hours": round(r.uniform(9, 5900), 1)}
 
-_fam("statistics", "statistics.describe", "describe_numbers", ["summary_statistics", "describeData", "stats.describe"],
-     "Compute summary statistics (mean, median, standard deviation, min, max) of a list of numbers.",
-     {"numbers": _a("number", "The data."),
-      "measures": _a({"type": "string", "enum": ["mean", "median", "std", "min", "max"]}, "Which statistics to return (default all).", opt=True)},
-     ["Give me summary statistics for {numbers}.[ Just the {measures}.]", "describe {numbers}[ ({measures})]", "What are the mean and spread of these values: {numbers}?"],
-     {"numbers": _nums(0, 100, 4, 8, 1), "measures": _some(["mean", "median", "std", "min", "max"], 1, 3)},
-     lambda a, r: (lambda x: {"mean": round(sum(x) / len(x), 3), "median": round(sorted(x)[len(x) // 2] if len(x) % 2 else sum(sorted(x)[len(x) // 2 - 1:len(x) // 2 + 1]) / 2, 3),
-                              "min": min(x), "max": max(x)})(a["numbers"]),
-     ["Mean {r.mean}, median {r.median}, range {r.min} to {r.max}."])
+@_simulator("astronomy.light_time")
+def _light_delay(a, r):
+    "The seconds light takes over the distance."
+    return {"seconds": round(a["distance"] * {"km": 1 / 299792.458, "au": 499.005, "light_years": 31557600}[a["unit"]], 3)}
 
-_fam("statistics", "statistics.binomial", "binomial_probability", ["binom_pmf", "binomialProbability", "stats.binomial"],
-     "Probability of exactly k successes in n independent trials with success probability p.",
-     {"trials": _int("Number of trials n."), "successes": _int("Number of successes k."), "probability": _n("Success probability per trial, 0 to 1.")},
-     ["What's the probability of exactly {successes} successes in {trials} trials with p = {probability}?", "binomial n={trials} k={successes} p={probability}",
-      "If I flip a coin with heads probability {probability} {trials} times, what's the chance of exactly {successes} heads?"],
-     {"trials": (2, 40), "successes": lambda rng, a: rng.randint(0, a["trials"]), "probability": (0.05, 0.95, 2)},
-     lambda a, r: {"probability": round(math.comb(a["trials"], a["successes"]) * a["probability"] ** a["successes"] * (1 - a["probability"]) ** (a["trials"] - a["successes"]), 6)},
-     ["The probability is {r.probability}.", "P(X = {successes}) = {r.probability}."])
+# %% ../nbs/14_corpus.ipynb #s11
+@_simulator("statistics.describe")
+def _describe_numbers(a, r):
+    "Mean, median, minimum and maximum."
+    x = a["numbers"]
+    median = sorted(x)[len(x) // 2] if len(x) % 2 else sum(sorted(x)[len(x) // 2 - 1:len(x) // 2 + 1]) / 2
+    return {"mean": round(sum(x) / len(x), 3), "median": round(median, 3), "min": min(x), "max": max(x)}
 
-_fam("statistics", "statistics.zscore", "z_score", ["standard_score", "zScore", "stats.zscore"],
-     "Compute the z-score of a value given the mean and standard deviation.",
-     {"value": _n("Observed value."), "mean": _n("Population mean."), "std_dev": _n("Standard deviation (positive).")},
-     ["What's the z-score of {value} if the mean is {mean} and the standard deviation is {std_dev}?", "z-score x={value} mu={mean} sigma={std_dev}", "How many standard deviations is {value} from a mean of {mean} (sd {std_dev})?"],
-     {"value": (0, 200, 1), "mean": (50, 150), "std_dev": (1, 30, 1)},
-     lambda a, r: {"z": round((a["value"] - a["mean"]) / a["std_dev"], 4)},
-     ["The z-score is {r.z}.", "z = {r.z}."])
+@_slot_sampler("successes_up_to_trials")
+def _successes(rng, args) -> int:
+    "A number of successes from 0 to the number of trials."
+    return rng.randint(0, args["trials"])
 
-_fam("statistics", "statistics.sample_size", "required_sample_size", ["sample_size", "sampleSizeCalc", "stats.survey.sample_size"],
-     "Compute the sample size needed for a survey at a margin of error and confidence level.",
-     {"margin_of_error": _n("Margin of error as a fraction, e.g. 0.05."), "confidence_level": _e(["90%", "95%", "99%"], "Confidence level.", default="95%"),
-      "population": _int("Population size, when finite.", opt=True)},
-     ["How many people do I need to survey for a margin of error of {margin_of_error}[ at {confidence_level} confidence][ from a population of {population}]?",
-      "sample size moe={margin_of_error}[ conf {confidence_level}][ N={population}]", "Compute the survey sample size with margin {margin_of_error}[, confidence {confidence_level}]."],
-     {"margin_of_error": [0.01, 0.02, 0.03, 0.04, 0.05, 0.1], "population": (500, 100000)},
-     lambda a, r: (lambda n0: {"sample_size": math.ceil(n0 / (1 + (n0 - 1) / a["population"])) if "population" in a else math.ceil(n0)})(
-         {"90%": 1.645, "95%": 1.96, "99%": 2.576}[a["confidence_level"]] ** 2 * 0.25 / a["margin_of_error"] ** 2),
-     ["You need {r.sample_size} respondents.", "Required sample size: {r.sample_size}."])
+@_simulator("statistics.binomial")
+def _binomial_probability(a, r):
+    "C(n, k) p^k (1 - p)^(n - k)."
+    n, k, p = a["trials"], a["successes"], a["probability"]
+    return {"probability": round(math.comb(n, k) * p ** k * (1 - p) ** (n - k), 6)}
 
-# %% ../nbs/14_corpus.ipynb #c027
-_TEAMS = ["Harbor City FC", "Red Valley Rovers", "Northgate United", "Kestrel Athletic", "Silverlake Wanderers", "Eastmoor Town"]
-_LEAGUES = ["Coastal Premier League", "Highland Cup", "Metro Basketball Association", "Continental Hockey Series"]
-_ARTISTS = ["Luna Vale", "The Paper Foxes", "Marco Estrel", "Nightjar Quartet", "Ada Sorensen", "Copper Skies"]
-_FOODS = ["chickpeas", "spinach", "salmon", "tofu", "mushrooms", "lentils", "eggs", "rice", "zucchini", "feta", "tomatoes", "quinoa"]
+@_simulator("statistics.zscore")
+def _z_score(a, r):
+    "(x - mean) / sd."
+    return {"z": round((a["value"] - a["mean"]) / a["std_dev"], 4)}
 
-_fam("sports", "sports.match_score", "get_match_score", ["match_result", "getMatchScore", "sports.results.match"],
-     "Get the final score of a team's most recent match, or of its match on a given date.",
-     {"team": _s("Team name."), "date": _s("Match date, YYYY-MM-DD.", opt=True)},
-     ["What was the score in the last {team} game?", "How did {team} do[ on {date}]?", "score {team}[ {date}]", "Did {team} win[ on {date}]?"],
-     {"team": _TEAMS, "date": _date},
-     lambda a, r: {"team": a["team"], "opponent": r.choice([t for t in _TEAMS if t != a["team"]]), "score": f"{r.randint(0, 5)}-{r.randint(0, 5)}"},
-     ["{team} played {r.opponent}; the final score was {r.score}."])
+@_simulator("statistics.sample_size")
+def _sample_size(a, r):
+    "Respondents for the margin and confidence, with the finite-population correction when a population is given."
+    n0 = {"90%": 1.645, "95%": 1.96, "99%": 2.576}[a["confidence_level"]] ** 2 * 0.25 / a["margin_of_error"] ** 2
+    return {"sample_size": math.ceil(n0 / (1 + (n0 - 1) / a["population"])) if "population" in a else math.ceil(n0)}
 
-_fam("sports", "sports.standings", "get_league_standings", ["league_table", "getStandings", "sports.league.standings"],
-     "Get the top of a league's standings table.",
-     {"league": _s("League name."), "season": _s("Season, e.g. '2025-26'.", opt=True), "top_n": _int("How many teams to list.", default=5)},
-     ["Show me the {league} standings[ for {season}][, top {top_n}].", "Who leads the {league}[ in the {season} season]?", "{league} table[ top {top_n}]"],
-     {"league": _LEAGUES, "season": ["2023-24", "2024-25", "2025-26"], "top_n": (3, 10)},
-     lambda a, r: {"leader": r.choice(_TEAMS), "points": r.randint(20, 90), "teams_listed": a["top_n"]},
-     ["{r.leader} top the {league} with {r.points} points."])
+# %% ../nbs/14_corpus.ipynb #s12
+@_simulator("sports.match_score")
+def _match_score(a, r):
+    "Another team of the pool and a score."
+    return {"team": a["team"], "opponent": r.choice([t for t in _TEAMS if t != a["team"]]), "score": f"{r.randint(0, 5)}-{r.randint(0, 5)}"}
 
-_fam("sports", "sports.pace", "running_pace", ["calc_running_pace", "runningPace", "sports.running.pace"],
-     "Compute running pace (minutes per km) and speed from distance and time.",
-     {"distance_km": _n("Distance run in km."), "time_minutes": _n("Total time in minutes.")},
-     ["I ran {distance_km} km in {time_minutes} minutes. What's my pace?", "pace for {distance_km} km in {time_minutes} min", "Calculate my running pace: {distance_km} kilometres, {time_minutes} minutes."],
-     {"distance_km": (1, 42, 1), "time_minutes": (5, 300)},
-     lambda a, r: {"min_per_km": round(a["time_minutes"] / a["distance_km"], 2), "speed_kmh": round(a["distance_km"] / a["time_minutes"] * 60, 2)},
-     ["Your pace was {r.min_per_km} min/km ({r.speed_kmh} km/h)."])
+@_simulator("sports.standings")
+def _league_standings(a, r):
+    "The league leader and its points."
+    return {"leader": r.choice(_TEAMS), "points": r.randint(20, 90), "teams_listed": a["top_n"]}
 
-_fam("music", "music.search", "search_songs", ["find_songs", "songSearch", "music.catalog.search"],
-     "Search the music catalogue for songs by an artist, optionally in a genre.",
-     {"artist": _s("Artist or band name."), "genre": _e(["pop", "rock", "jazz", "folk", "electronic", "classical"], "Genre filter.", opt=True),
-      "limit": _int("Maximum number of songs.", default=10)},
-     ["Find songs by {artist}[ in the {genre} genre][, at most {limit}].", "What has {artist} released?[ Only {genre}.]", "songs {artist}[ {genre}][ limit {limit}]"],
-     {"artist": _ARTISTS, "limit": (3, 25)},
-     lambda a, r: {"artist": a["artist"], "count": r.randint(1, a["limit"]), "top_song": r.choice(["Glass Rivers", "Northern Hum", "Slow Lanterns", "Tin Heart", "Saltwater Radio"])},
-     ["I found {r.count} songs by {artist}; the most popular is \"{r.top_song}\"."])
+@_simulator("sports.pace")
+def _running_pace(a, r):
+    "Minutes per km and km/h."
+    return {"min_per_km": round(a["time_minutes"] / a["distance_km"], 2), "speed_kmh": round(a["distance_km"] / a["time_minutes"] * 60, 2)}
 
-_fam("music", "music.playlist", "create_playlist", ["new_playlist", "createPlaylist", "music.playlists.create"],
-     "Create a playlist with the given songs.",
-     {"name": _s("Playlist name."), "songs": _a("string", "Song titles to add."), "public": _b("Whether others can see the playlist.", default=False)},
-     ["Create a playlist called {name} with {songs}.[ Make it public{public=true}.]", "new[ public{public=true}] playlist \"{name}\": {songs}", "Please make me a playlist named {name} containing {songs}."],
-     {"name": ["Morning Run", "Rainy Sunday", "Focus", "Road Trip", "Kitchen Disco", "Late Night"],
-      "songs": _some(["Glass Rivers", "Northern Hum", "Slow Lanterns", "Tin Heart", "Saltwater Radio", "Paper Moons", "Amber Static"], 2, 4)},
-     lambda a, r: {"playlist_id": f"pl_{r.randint(1000, 9999)}", "tracks": len(a["songs"]), "public": a["public"]},
-     ["Playlist \"{name}\" is ready with {r.tracks} tracks (id {r.playlist_id})."])
+@_simulator("music.search")
+def _search_songs(a, r):
+    "How many songs were found, up to the limit, and the most popular."
+    return {"artist": a["artist"], "count": r.randint(1, a["limit"]), "top_song": r.choice(["Glass Rivers", "Northern Hum", "Slow Lanterns", "Tin Heart", "Saltwater Radio"])}
 
-_fam("music", "music.concerts", "find_concerts", ["concert_search", "findConcerts", "events.music.concerts"],
-     "Find upcoming concerts by an artist, optionally in a city.",
-     {"artist": _s("Artist name."), "city": _s("City to search in.", opt=True)},
-     ["When is {artist} playing next[ in {city}]?", "concerts {artist}[ {city}]", "Are there any {artist} concerts coming up[ near {city}]?"],
-     {"artist": _ARTISTS, "city": CITIES},
-     lambda a, r: {"artist": a["artist"], "venue": r.choice(["The Foundry", "Riverside Hall", "Arena North", "Blue Door Club"]), "date": _date(r)},
-     ["{artist} plays next at {r.venue} on {r.date}."])
+@_simulator("music.playlist")
+def _create_playlist(a, r):
+    "A playlist id and its number of tracks."
+    return {"playlist_id": f"pl_{r.randint(1000, 9999)}", "tracks": len(a["songs"]), "public": a["public"]}
 
-_fam("music", "music.beat", "beat_duration", ["note_length_ms", "beatDuration", "music.tempo.note_ms"],
-     "Compute the duration in milliseconds of a note value at a tempo.",
-     {"bpm": _int("Tempo in beats per minute."), "note": _e(["whole", "half", "quarter", "eighth"], "Note value.", default="quarter")},
-     ["How long is a[ {note}] note at {bpm} BPM?", "note length {bpm} bpm[ {note}]", "At a tempo of {bpm}, how many milliseconds is one[ {note}] beat?"],
-     {"bpm": (40, 200)},
-     lambda a, r: {"milliseconds": round(60000 / a["bpm"] * {"whole": 4, "half": 2, "quarter": 1, "eighth": 0.5}[a["note"]], 2)},
-     ["A {note} note at {bpm} BPM lasts {r.milliseconds} ms."])
+@_simulator("music.concerts")
+def _find_concerts(a, r):
+    "The next venue and date."
+    return {"artist": a["artist"], "venue": r.choice(["The Foundry", "Riverside Hall", "Arena North", "Blue Door Club"]), "date": _date(r)}
 
-_fam("movies", "movies.showtimes", "get_movie_showtimes", ["cinema_times", "showtimesLookup", "cinema.showtimes"],
-     "List cinema showtimes for a movie in a city.",
-     {"title": _s("Movie title."), "city": _s("City."), "date": _s("Date, YYYY-MM-DD; today when omitted.", opt=True)},
-     ["When is {title} showing in {city}[ on {date}]?", "showtimes {title} {city}[ {date}]", "Where can I watch {title} in {city}[ on {date}]?"],
-     {"title": TITLES, "city": CITIES, "date": _date},
-     lambda a, r: {"cinema": r.choice(["Odeon Plaza", "Lumiere", "Starlight 8", "The Roxy"]), "times": sorted(_time(r) for _ in range(3))},
-     ["{title} is on at {r.cinema} in {city} at {r.times}."])
+@_simulator("music.beat")
+def _beat_duration(a, r):
+    "The note's length in ms at the tempo."
+    return {"milliseconds": round(60000 / a["bpm"] * {"whole": 4, "half": 2, "quarter": 1, "eighth": 0.5}[a["note"]], 2)}
 
-_fam("movies", "movies.details", "get_movie_details", ["movie_info", "movieDetails", "films.details"],
-     "Get details of a movie: year, director, rating, and optionally the cast.",
-     {"title": _s("Movie title."), "include_cast": _b("Include the main cast.", default=False)},
-     ["Tell me about the movie {title}.[ Who's in it{include_cast=true}?]", "movie details {title}[ +cast{include_cast=true}]", "Who directed {title} and how is it rated?"],
-     {"title": TITLES},
-     lambda a, r: {"title": a["title"], "year": r.randint(1975, 2025), "director": r.choice(PEOPLE), "rating": round(r.uniform(5, 9), 1)},
-     ["{title} ({r.year}) was directed by {r.director} and is rated {r.rating}."])
+# %% ../nbs/14_corpus.ipynb #s13
+@_simulator("movies.showtimes")
+def _movie_showtimes(a, r):
+    "A cinema and three times."
+    return {"cinema": r.choice(["Odeon Plaza", "Lumiere", "Starlight 8", "The Roxy"]), "times": sorted(_time(r) for _ in range(3))}
 
-_fam("movies", "movies.recommend", "recommend_movies", ["movie_recommendations", "recommendMovies", "films.recommend"],
-     "Recommend movies in the given genres.",
-     {"genres": _a({"type": "string", "enum": ["comedy", "drama", "thriller", "sci-fi", "animation", "documentary"]}, "Preferred genres."),
-      "min_rating": _n("Minimum average rating out of 10.", opt=True), "max_results": _int("Number of recommendations.", default=5)},
-     ["Recommend some {genres} movies[ rated at least {min_rating}][, {max_results} of them].", "I'm in the mood for {genres}. Any suggestions?[ Give me {max_results}.]",
-      "movie recs: {genres}[ min rating {min_rating}]"],
-     {"genres": _some(["comedy", "drama", "thriller", "sci-fi", "animation", "documentary"], 1, 2), "min_rating": (5, 8.5, 1), "max_results": (2, 10)},
-     lambda a, r: {"movies": r.sample(TITLES, 2)},
-     ["You might enjoy {r.movies}."])
+@_simulator("movies.details")
+def _movie_details(a, r):
+    "Year, director and rating."
+    return {"title": a["title"], "year": r.randint(1975, 2025), "director": r.choice(PEOPLE), "rating": round(r.uniform(5, 9), 1)}
 
-_fam("cooking", "cooking.recipes", "recipes_with_ingredients", ["ingredient_recipe_lookup", "findRecipes", "kitchen.recipes.search"],
-     "Find recipes that use the given ingredients.",
-     {"ingredients": _a("string", "Ingredients to use."), "diet": _e(["none", "vegetarian", "vegan", "gluten_free"], "Dietary restriction.", default="none"),
-      "max_minutes": _int("Maximum total cooking time in minutes.", opt=True)},
-     ["What can I cook with {ingredients}?[ It has to be {diet}.][ I have {max_minutes} minutes.]", "recipes with {ingredients}[ under {max_minutes} min]",
-      "Find me a recipe using {ingredients}[, {diet}]."],
-     {"ingredients": _some(_FOODS, 1, 3), "diet": ["vegetarian", "vegan", "gluten_free"], "max_minutes": [15, 20, 30, 45, 60]},
-     lambda a, r: {"recipe": r.choice(["one-pot stew", "sheet-pan bake", "stir-fry", "frittata", "grain bowl", "soup"]), "minutes": r.randint(10, a.get("max_minutes", 90))},
-     ["Try a {r.recipe} with {ingredients}: it takes about {r.minutes} minutes."])
+@_simulator("movies.recommend")
+def _recommend_movies(a, r):
+    "Two titles."
+    return {"movies": r.sample(TITLES, 2)}
 
-_fam("cooking", "cooking.scale", "scale_recipe", ["recipe_scaler", "scaleRecipe", "kitchen.recipes.scale"],
-     "Scale a recipe's ingredient quantities from one number of servings to another.",
-     {"recipe": _s("Recipe name."), "original_servings": _int("Servings the recipe makes."), "new_servings": _int("Servings wanted.")},
-     ["Scale my {recipe} recipe from {original_servings} to {new_servings} servings.", "{recipe}: {original_servings} servings -> {new_servings}", "I want to make {recipe} for {new_servings} instead of {original_servings}. Adjust it."],
-     {"recipe": ["banana bread", "lentil soup", "pancakes", "lasagna", "chili", "apple crumble"], "original_servings": (2, 8), "new_servings": _other("original_servings", list(range(1, 21)))},
-     lambda a, r: {"factor": round(a["new_servings"] / a["original_servings"], 3)},
-     ["Multiply every ingredient of the {recipe} by {r.factor}."])
+@_simulator("cooking.recipes")
+def _recipes(a, r):
+    "A dish and its time, within the limit when there is one."
+    return {"recipe": r.choice(["one-pot stew", "sheet-pan bake", "stir-fry", "frittata", "grain bowl", "soup"]), "minutes": r.randint(10, a.get("max_minutes", 90))}
 
-_fam("cooking", "cooking.nutrition", "get_nutrition_facts", ["nutrition_lookup", "nutritionFacts", "food.nutrition"],
-     "Get calories and macronutrients for a portion of a food.",
-     {"food": _s("Food name."), "grams": _n("Portion size in grams.", default=100)},
-     ["How many calories are in {food}?[ For {grams} g.]", "nutrition {food}[ {grams}g]", "What are the macros of[ {grams} grams of] {food}?"],
-     {"food": _FOODS, "grams": (20, 500)},
-     lambda a, r: {"calories": r.randint(20, 400) * a["grams"] // 100, "protein_g": round(r.uniform(0, 25) * a["grams"] / 100, 1)},
-     ["{grams} g of {food} has {r.calories} kcal and {r.protein_g} g of protein."])
+@_simulator("cooking.scale")
+def _scale_recipe(a, r):
+    "The factor to multiply every quantity by."
+    return {"factor": round(a["new_servings"] / a["original_servings"], 3)}
 
-_fam("health", "health.bmi", "bmi_from_weight", ["bmi", "computeBMI", "health.bmi"],
-     "Compute body mass index from weight and height.",
-     {"weight_kg": _n("Body weight in kilograms."), "height_cm": _n("Height in centimetres.")},
-     ["What's my BMI? I weigh {weight_kg} kg and I'm {height_cm} cm tall.", "BMI {weight_kg}kg {height_cm}cm", "Calculate BMI for {weight_kg} kilograms and {height_cm} centimetres."],
-     {"weight_kg": (40, 140, 1), "height_cm": (145, 205)},
-     lambda a, r: (lambda b: {"bmi": b, "category": "underweight" if b < 18.5 else "normal" if b < 25 else "overweight" if b < 30 else "obese"})(round(a["weight_kg"] / (a["height_cm"] / 100) ** 2, 1)),
-     ["Your BMI is {r.bmi}, which is {r.category}."])
+@_simulator("cooking.nutrition")
+def _nutrition_facts(a, r):
+    "Calories and protein for the portion."
+    return {"calories": r.randint(20, 400) * a["grams"] // 100, "protein_g": round(r.uniform(0, 25) * a["grams"] / 100, 1)}
 
-_fam("health", "health.calories_burned", "estimate_calories_burned", ["calories_burned", "caloriesBurned", "fitness.calories"],
-     "Estimate calories burned by an activity for a duration and body weight.",
-     {"activity": _e(["running", "cycling", "swimming", "walking", "rowing"], "The activity."), "minutes": _int("Duration in minutes."), "weight_kg": _n("Body weight in kg.")},
-     ["How many calories do I burn {activity} for {minutes} minutes at {weight_kg} kg?", "calories {activity} {minutes} min {weight_kg}kg", "I weigh {weight_kg} kg and did {minutes} minutes of {activity}. Calories burned?"],
-     {"minutes": (10, 180), "weight_kg": (45, 120)},
-     lambda a, r: {"calories": round({"running": 9.8, "cycling": 7.5, "swimming": 8, "walking": 3.5, "rowing": 7}[a["activity"]] * a["weight_kg"] * a["minutes"] / 60)},
-     ["That burns about {r.calories} kcal."])
+# %% ../nbs/14_corpus.ipynb #s14
+@_simulator("health.bmi")
+def _bmi(a, r):
+    "The body mass index and its category."
+    b = round(a["weight_kg"] / (a["height_cm"] / 100) ** 2, 1)
+    return {"bmi": b, "category": "underweight" if b < 18.5 else "normal" if b < 25 else "overweight" if b < 30 else "obese"}
 
-_fam("health", "health.water", "daily_water_intake", ["water_intake", "dailyWaterGoal", "health.hydration"],
-     "Recommend a daily water intake from body weight and activity level.",
-     {"weight_kg": _n("Body weight in kg."), "activity_level": _e(["low", "moderate", "high"], "Daily activity level.", default="moderate")},
-     ["How much water should I drink a day? I weigh {weight_kg} kg.[ My activity level is {activity_level}.]", "water intake {weight_kg} kg[ {activity_level}]", "Daily hydration goal for {weight_kg} kg[, {activity_level} activity]?"],
-     {"weight_kg": (45, 120)},
-     lambda a, r: {"liters": round(a["weight_kg"] * {"low": 0.03, "moderate": 0.035, "high": 0.04}[a["activity_level"]], 2)},
-     ["Aim for about {r.liters} litres of water a day."])
+@_simulator("health.calories_burned")
+def _calories_burned(a, r):
+    "The activity's MET-like rate times weight and hours."
+    return {"calories": round({"running": 9.8, "cycling": 7.5, "swimming": 8, "walking": 3.5, "rowing": 7}[a["activity"]] * a["weight_kg"] * a["minutes"] / 60)}
 
-_fam("health", "health.doctors", "find_doctors", ["doctor_search", "findDoctors", "care.providers.search"],
-     "Find doctors of a specialty in a city.",
-     {"specialty": _e(["cardiology", "dermatology", "pediatrics", "orthopedics", "neurology"], "Medical specialty."), "city": _s("City."),
-      "telehealth": _b("Only doctors offering video visits.", default=False)},
-     ["Find a {specialty} doctor in {city}[ who does video visits{telehealth=true}].", "{specialty} {city}[ telehealth{telehealth=true}]", "I need a specialist in {specialty} near {city}."],
-     {"city": CITIES},
-     lambda a, r: {"doctor": "Dr. " + r.choice(PEOPLE), "clinic": r.choice(["Central Clinic", "Parkside Health", "St. Anne Medical"]), "next_slot": _date(r)},
-     ["{r.doctor} at {r.clinic} ({specialty}, {city}) has a slot on {r.next_slot}."])
+@_simulator("health.water")
+def _daily_water(a, r):
+    "Litres a day for the weight and activity."
+    return {"liters": round(a["weight_kg"] * {"low": 0.03, "moderate": 0.035, "high": 0.04}[a["activity_level"]], 2)}
 
-_fam("geography", "geography.country", "get_country_info", ["country_facts", "countryInfo", "geo.countries.info"],
-     "Get facts about a country: capital, population, area, currency, languages.",
-     {"country": _s("Country name."), "fields": _a({"type": "string", "enum": ["capital", "population", "area", "currency", "languages"]}, "Facts to return (default all).", opt=True)},
-     ["Tell me about {country}.[ Mainly its {fields}.]", "country info {country}[: {fields}]", "What is the capital and population of {country}?"],
-     {"country": COUNTRIES, "fields": _some(["capital", "population", "area", "currency", "languages"], 1, 3)},
-     lambda a, r: {"country": a["country"], "population_millions": round(r.uniform(0.3, 130), 1), "area_km2": r.randint(10000, 1300000)},
-     ["{country} has about {r.population_millions} million people and covers {r.area_km2} km²."])
+@_simulator("health.doctors")
+def _find_doctors(a, r):
+    "A doctor, a clinic and the next free date."
+    return {"doctor": "Dr. " + r.choice(PEOPLE), "clinic": r.choice(["Central Clinic", "Parkside Health", "St. Anne Medical"]), "next_slot": _date(r)}
 
-_fam("geography", "geography.local_time", "local_clock", ["local_time", "timeIn", "geo.timezone.now"],
-     "Get the current local time and time zone of a city.",
-     {"city": _s("City name.")},
-     ["What time is it in {city}?", "local time {city}", "Tell me the current time in {city}, please."],
-     {"city": CITIES},
-     lambda a, r: {"time": _time(r), "utc_offset": f"{r.choice('+-')}{r.randint(0, 11):02d}:00"},
-     ["It is {r.time} in {city} (UTC{r.utc_offset})."])
+# %% ../nbs/14_corpus.ipynb #s15
+@_simulator("geography.country")
+def _country_info(a, r):
+    "A population and an area."
+    return {"country": a["country"], "population_millions": round(r.uniform(0.3, 130), 1), "area_km2": r.randint(10000, 1300000)}
 
-_fam("geography", "geography.elevation", "get_elevation", ["elevation_lookup", "getElevation", "geo.elevation"],
-     "Get the ground elevation above sea level at a location.",
-     {"location": _o({"latitude": _n("Latitude in degrees."), "longitude": _n("Longitude in degrees.")}, "Where to look up the elevation.")},
-     ["What is the elevation at {location.latitude}, {location.longitude}?", "elevation lat {location.latitude} lon {location.longitude}", "How high above sea level is the point at latitude {location.latitude} and longitude {location.longitude}?"],
-     {"location.latitude": (-60, 70, 3), "location.longitude": (-170, 170, 3)},
-     lambda a, r: {"elevation_m": r.randint(0, 4500)},
-     ["The elevation there is {r.elevation_m} m above sea level."])
+@_simulator("geography.local_time")
+def _local_time(a, r):
+    "A time and a UTC offset."
+    return {"time": _time(r), "utc_offset": f"{r.choice('+-')}{r.randint(0, 11):02d}:00"}
 
-_fam("geography", "geography.city_distance", "city_distance", ["distance_between_cities", "cityDistance", "geo.distance.cities"],
-     "Compute the great-circle distance between two cities.",
-     {"city_a": _s("First city."), "city_b": _s("Second city."), "unit": _e(["km", "miles"], "Distance unit.", default="km")},
-     ["How far is {city_a} from {city_b}[ in {unit}]?", "distance {city_a} {city_b}[ {unit}]", "What's the straight-line distance between {city_a} and {city_b}?"],
-     {"city_a": CITIES, "city_b": _other("city_a", CITIES)},
-     lambda a, r: {"distance": r.randint(100, 15000), "unit": a["unit"]},
-     ["{city_a} and {city_b} are {r.distance} {unit} apart."])
+@_simulator("geography.elevation")
+def _elevation(a, r):
+    "Metres above sea level."
+    return {"elevation_m": r.randint(0, 4500)}
 
-# %% ../nbs/14_corpus.ipynb #c030
-_fam("shopping", "shopping.search", "search_products", ["product_search", "searchProducts", "shop.catalog.search"],
-     "Search the online shop's products, optionally under a maximum price.",
-     {"query": _s("What to search for."), "max_price": _n("Maximum price in USD.", opt=True),
-      "sort_by": _e(["relevance", "price_low", "price_high", "rating"], "Sort order.", default="relevance")},
-     ["Search the shop for {query}[ under {max_price} dollars].", "Do you sell {query}?[ Nothing above {max_price} USD.]", "products: {query}[ max {max_price}]"],
-     {"query": ["hiking boots", "a desk lamp", "wireless earbuds", "a yoga mat", "a cast iron pan", "a rain jacket"], "max_price": (10, 300)},
-     lambda a, r: {"top_result": a["query"].removeprefix("a ").title() + " " + r.choice(["Pro", "Lite", "Classic"]), "price": round(r.uniform(8, a.get("max_price", 300)), 2), "results": r.randint(1, 80)},
-     ["I found {r.results} results for {query}; the top one is {r.top_result} at {r.price} USD."])
+@_simulator("geography.city_distance")
+def _city_distance(a, r):
+    "A distance in the unit asked."
+    return {"distance": r.randint(100, 15000), "unit": a["unit"]}
 
-_fam("shopping", "shopping.order_status", "track_order", ["order_status", "trackOrder", "shop.orders.track"],
-     "Get the delivery status of an order by its id.",
-     {"order_id": _s("Order id, e.g. 'ORD-48213'.")},
-     ["Where is my order {order_id}?", "track {order_id}", "Can you check the status of order {order_id}?"],
-     {"order_id": lambda rng, a: f"ORD-{rng.randint(10000, 99999)}"},
-     lambda a, r: {"order_id": a["order_id"], "status": r.choice(["processing", "shipped", "out for delivery", "delivered"]), "eta": _date(r)},
-     ["Order {order_id} is {r.status}; expected delivery {r.eta}."])
+# %% ../nbs/14_corpus.ipynb #s16
+@_simulator("shopping.search")
+def _search_products(a, r):
+    "The top product, under the price limit when there is one, and the number of results."
+    return {"top_result": a["query"].removeprefix("a ").title() + " " + r.choice(["Pro", "Lite", "Classic"]),
+            "price": round(r.uniform(8, a.get("max_price", 300)), 2), "results": r.randint(1, 80)}
 
-_fam("calendar", "calendar.create_event", "create_calendar_event", ["add_event", "createEvent", "calendar.events.create"],
-     "Create an event in the user's calendar.",
-     {"title": _s("Event title."), "date": _s("Date, YYYY-MM-DD."), "start_time": _s("Start time, HH:MM (24h)."),
-      "duration_minutes": _int("Length in minutes.", default=60), "attendees": _a("string", "E-mail addresses to invite.", opt=True)},
-     ["Schedule \"{title}\" on {date} at {start_time}[ for {duration_minutes} minutes][ and invite {attendees}].", "Add {title} to my calendar: {date}, {start_time}[, {duration_minutes} min].",
-      "new event {title} {date} {start_time}[ with {attendees}]"],
-     {"title": ["Team sync", "Dentist", "Project review", "Lunch with Mei", "Budget planning", "Yoga class"], "date": _date, "start_time": _time,
-      "duration_minutes": [15, 30, 45, 90, 120], "attendees": lambda rng, a: [_email(p) for p in _some(PEOPLE, 1, 3)(rng)]},
-     lambda a, r: {"event_id": f"evt_{r.randint(10000, 99999)}", "title": a["title"]},
-     ["\"{title}\" is on your calendar for {date} at {start_time} ({duration_minutes} min)."])
+@_slot_sampler("order_id")
+def _order_id(rng, args=None) -> str:
+    return f"ORD-{rng.randint(10000, 99999)}"
 
-_fam("calendar", "calendar.days_between", "days_between_dates", ["date_difference", "daysBetween", "calendar.dates.diff"],
-     "Count the days between two dates.",
-     {"start_date": _s("First date, YYYY-MM-DD."), "end_date": _s("Second date, YYYY-MM-DD.")},
-     ["How many days are there between {start_date} and {end_date}?", "days from {start_date} to {end_date}", "Count the days from {start_date} until {end_date}."],
-     {"start_date": _date, "end_date": _date},
-     lambda a, r: {"days": (datetime.date.fromisoformat(a["end_date"]) - datetime.date.fromisoformat(a["start_date"])).days},
-     ["There are {r.days} days between {start_date} and {end_date}."])
+@_simulator("shopping.order_status")
+def _track_order(a, r):
+    "A delivery status and date."
+    return {"order_id": a["order_id"], "status": r.choice(["processing", "shipped", "out for delivery", "delivered"]), "eta": _date(r)}
 
-_fam("calendar", "calendar.reminder", "set_reminder", ["create_reminder", "setReminder", "reminders.add"],
-     "Set a reminder with a message at a time.",
-     {"message": _s("What to be reminded of."), "time": _s("Time, HH:MM (24h)."), "date": _s("Date, YYYY-MM-DD; today when omitted.", opt=True)},
-     ["Remind me to {message} at {time}[ on {date}].", "reminder {time}[ {date}]: {message}", "Please set a reminder at {time}[ on {date}] to {message}."],
-     {"message": ["call the plumber", "water the plants", "take my medicine", "submit the report", "buy milk", "pick up the kids"], "time": _time, "date": _date},
-     lambda a, r: {"reminder_id": f"rem_{r.randint(100, 999)}", "time": a["time"]},
-     ["Done: I'll remind you to {message} at {time}."])
+@_slot_sampler("attendee_emails")
+def _attendee_emails(rng, args=None) -> list[str]:
+    "One to three people's e-mail addresses."
+    return [_email(p) for p in _some(PEOPLE, 1, 3)(rng)]
 
-_fam("messaging", "messaging.email", "compose_and_send_email", ["email_send", "sendEmail", "mail.messages.send"],
-     "Send an e-mail.",
-     {"to": _s("Recipient e-mail address."), "subject": _s("Subject line."), "body": _s("Message text."),
-      "priority": _e(["low", "normal", "high"], "Priority flag.", default="normal")},
-     ["Email {to} with the subject \"{subject}\" saying \"{body}\"[, {priority} priority].", "send mail to {to}: subject {subject}, body: {body}",
-      "Please write to {to}. Subject: {subject}. Text: {body}[ Mark it {priority} priority.]"],
-     {"to": lambda rng, a: _email(rng.choice(PEOPLE)), "subject": ["Meeting notes", "Invoice 2291", "Friday plans", "Quick question", "Draft for review"],
-      "body": ["See you at 10.", "Attached are the figures.", "Can we move it to Thursday?", "Thanks for your help!", "Running 15 minutes late."]},
-     lambda a, r: {"status": "sent", "message_id": f"msg_{r.randint(10000, 99999)}"},
-     ["Your e-mail \"{subject}\" to {to} was sent."])
+@_simulator("calendar.create_event")
+def _create_event(a, r):
+    "The new event's id."
+    return {"event_id": f"evt_{r.randint(10000, 99999)}", "title": a["title"]}
 
-_fam("messaging", "messaging.sms", "send_sms", ["text_message", "sendSMS", "sms.send"],
-     "Send a text message to a phone number.",
-     {"phone_number": _s("Phone number in international format."), "message": _s("Text to send.")},
-     ["Text {phone_number}: \"{message}\"", "Send an SMS to {phone_number} saying {message}", "Please message {phone_number} with \"{message}\"."],
-     {"phone_number": lambda rng, a: f"+{rng.randint(30, 49)} {rng.randint(100, 999)} {rng.randint(1000, 9999)}", "message": ["On my way", "Dinner at 8?", "Call me back", "Happy birthday!", "The door code is 4471"]},
-     lambda a, r: {"status": "delivered"},
-     ["Message sent to {phone_number} ({r.status})."])
+@_simulator("calendar.days_between")
+def _days_between(a, r):
+    "Days from the first date to the second (negative when it is earlier)."
+    return {"days": (datetime.date.fromisoformat(a["end_date"]) - datetime.date.fromisoformat(a["start_date"])).days}
 
-_fam("files", "files.list", "list_directory", ["ls", "listFiles", "fs.directory.list"],
-     "List the files in a directory.",
-     {"path": _s("Directory path."), "show_hidden": _b("Include hidden files.", default=False), "sort": _e(["name", "size", "modified"], "Sort key.", default="name")},
-     ["What's in {path}?[ Include hidden files{show_hidden=true}.][ Sort by {sort}.]", "list {path}[ -a{show_hidden=true}][ by {sort}]", "Show me the files in the folder {path}."],
-     {"path": ["/home/ana/docs", "/var/log", "./src", "~/Downloads", "/data/exports", "C:/Projects"]},
-     lambda a, r: {"count": r.randint(0, 40), "largest": r.choice(["report.pdf", "backup.tar", "notes.md", "data.csv"])},
-     ["{path} holds {r.count} entries; the largest is {r.largest}."])
+@_simulator("calendar.reminder")
+def _set_reminder(a, r):
+    "The reminder's id."
+    return {"reminder_id": f"rem_{r.randint(100, 999)}", "time": a["time"]}
 
-_fam("files", "files.search", "search_files", ["find_files", "searchFiles", "fs.search"],
-     "Find files matching a glob pattern under a directory.",
-     {"pattern": _s("Glob pattern, e.g. '*.csv'."), "directory": _s("Where to search."), "recursive": _b("Search subdirectories.", default=True)},
-     ["Find all {pattern} files in {directory}[ but not in subfolders{recursive=false}].", "search {directory} for {pattern}", "Which {pattern} files are under {directory}?"],
-     {"pattern": ["*.csv", "*.pdf", "*.py", "report*", "*.jpg", "*.log"], "directory": ["/home/ana", "./data", "/srv/uploads", "~/Pictures"]},
-     lambda a, r: {"matches": r.randint(0, 60)},
-     ["I found {r.matches} files matching {pattern} in {directory}."])
+# %% ../nbs/14_corpus.ipynb #s17
+@_slot_sampler("email_address")
+def _email_address(rng, args=None) -> str:
+    return _email(rng.choice(PEOPLE))
 
-_fam("files", "files.compress", "compress_files", ["make_archive", "compressFiles", "fs.archive.create"],
-     "Compress files into an archive.",
-     {"paths": _a("string", "Files to include."), "archive_name": _s("Name of the archive to create."), "format": _e(["zip", "tar.gz", "7z"], "Archive format.", default="zip")},
-     ["Compress {paths} into {archive_name}[ as {format}].", "zip up {paths} as {archive_name}", "Make an archive called {archive_name} with {paths}[, format {format}]."],
-     {"paths": _some(["notes.txt", "photo.jpg", "budget.xlsx", "slides.pdf", "data.csv"], 1, 3), "archive_name": ["backup", "handoff", "q3-files", "trip-photos"]},
-     lambda a, r: {"archive": a["archive_name"] + "." + a["format"], "size_kb": r.randint(10, 90000)},
-     ["Created {r.archive} ({r.size_kb} KB) with {paths}."])
+@_simulator("messaging.email")
+def _send_email(a, r):
+    "Sent, with a message id."
+    return {"status": "sent", "message_id": f"msg_{r.randint(10000, 99999)}"}
 
-_fam("databases", "databases.query", "run_sql_query", ["sql_query", "runQuery", "db.sql.execute"],
-     "Run a read-only SQL query against a database and return the first rows.",
-     {"database": _s("Database name."), "query": _s("SQL SELECT statement."), "limit": _int("Maximum rows returned.", default=100)},
-     ["Run \"{query}\" on the {database} database[, limit {limit}].", "On {database}, execute: {query}", "sql {database}: {query}[ (max {limit} rows)]"],
-     {"database": ["sales", "inventory", "analytics", "crm"], "query": ["SELECT COUNT(*) FROM orders", "SELECT name FROM customers WHERE country = 'Peru'", "SELECT AVG(price) FROM products", "SELECT * FROM invoices WHERE paid = false"],
-      "limit": (5, 500)},
-     lambda a, r: {"rows": r.randint(0, a["limit"]), "elapsed_ms": r.randint(2, 900)},
-     ["The query returned {r.rows} rows in {r.elapsed_ms} ms."])
+@_slot_sampler("phone_number")
+def _phone_number(rng, args=None) -> str:
+    return f"+{rng.randint(30, 49)} {rng.randint(100, 999)} {rng.randint(1000, 9999)}"
 
-_fam("databases", "databases.insert", "insert_record", ["add_row", "insertRecord", "db.records.insert"],
-     "Insert a customer record into a table.",
-     {"table": _s("Table name."), "record": _o({"name": _s("Full name."), "email": _s("E-mail address."), "age": _int("Age in years.", opt=True)}, "The record to insert.")},
-     ["Add {record.name} ({record.email})[, aged {record.age},] to the {table} table.", "insert into {table}: name {record.name}, email {record.email}[, age {record.age}]",
-      "Please create a {table} record for {record.name} with e-mail {record.email}."],
-     {"table": ["customers", "members", "subscribers", "leads"], "record.name": PEOPLE, "record.email": lambda rng, a: _email(a["record"]["name"]), "record.age": (18, 90)},
-     lambda a, r: {"inserted": True, "id": r.randint(1, 99999)},
-     ["{record.name} was added to {table} with id {r.id}."])
+@_simulator("messaging.sms")
+def _send_sms(a, r):
+    "Delivered."
+    return {"status": "delivered"}
 
-_fam("hr", "hr.leave_balance", "get_leave_balance", ["leave_balance", "getLeaveBalance", "hr.leave.balance"],
-     "Get how many days of leave an employee has left.",
-     {"employee_id": _s("Employee id, e.g. 'E1042'."), "leave_type": _e(["vacation", "sick", "parental"], "Type of leave.", default="vacation")},
-     ["How many[ {leave_type}] days does employee {employee_id} have left?", "leave balance {employee_id}[ {leave_type}]", "Check the remaining[ {leave_type}] leave for {employee_id}."],
-     {"employee_id": lambda rng, a: f"E{rng.randint(1000, 9999)}"},
-     lambda a, r: {"days_left": r.randint(0, 30)},
-     ["Employee {employee_id} has {r.days_left} {leave_type} days left."])
+@_simulator("files.list")
+def _list_directory(a, r):
+    "How many entries, and the largest."
+    return {"count": r.randint(0, 40), "largest": r.choice(["report.pdf", "backup.tar", "notes.md", "data.csv"])}
 
-_fam("hr", "hr.net_salary", "calculate_net_salary", ["net_pay", "netSalary", "payroll.net"],
-     "Estimate net pay per period from a gross annual salary.",
-     {"gross_salary": _n("Gross annual salary."), "pay_period": _e(["monthly", "biweekly", "weekly"], "Pay period.", default="monthly")},
-     ["What's my net pay on a gross salary of {gross_salary}[, paid {pay_period}]?", "net salary {gross_salary}[ {pay_period}]", "If I earn {gross_salary} a year, how much do I take home[ {pay_period}]?"],
-     {"gross_salary": (20000, 250000)},
-     lambda a, r: {"net_per_period": round(a["gross_salary"] * 0.72 / {"monthly": 12, "biweekly": 26, "weekly": 52}[a["pay_period"]], 2)},
-     ["Your {pay_period} net pay is about {r.net_per_period}."])
+@_simulator("files.search")
+def _search_files(a, r):
+    "How many files match."
+    return {"matches": r.randint(0, 60)}
 
-_fam("real_estate", "real_estate.listings", "search_properties", ["property_search", "searchListings", "realty.listings.search"],
-     "Search properties for sale in a city.",
-     {"city": _s("City."), "property_type": _e(["apartment", "house", "condo", "townhouse"], "Type of property.", default="apartment"),
-      "min_bedrooms": _int("Minimum bedrooms.", opt=True), "max_price": _n("Maximum price.", opt=True)},
-     ["Find an {property_type} for sale in {city}[ with at least {min_bedrooms} bedrooms][ under {max_price}].", "homes for sale in {city}[, {min_bedrooms}+ bedrooms][, max {max_price}]",
-      "What properties are on the market in {city}?[ Up to {max_price}.]"],
-     {"city": CITIES, "property_type": ["house", "condo", "townhouse"], "min_bedrooms": (1, 5), "max_price": (100000, 2000000)},
-     lambda a, r: {"matches": r.randint(0, 120), "median_price": r.randint(90000, 1500000)},
-     ["There are {r.matches} listings in {city}, median price {r.median_price}."])
+@_simulator("files.compress")
+def _compress_files(a, r):
+    "The archive's name and size."
+    return {"archive": a["archive_name"] + "." + a["format"], "size_kb": r.randint(10, 90000)}
 
-_fam("real_estate", "real_estate.rental_yield", "rental_yield", ["gross_rental_yield", "rentalYield", "realty.yield"],
-     "Compute the rental yield of a property.",
-     {"purchase_price": _n("Purchase price."), "monthly_rent": _n("Monthly rent."), "annual_costs": _n("Yearly running costs.", default=0)},
-     ["What's the yield on a {purchase_price} flat renting for {monthly_rent} a month[ with {annual_costs} yearly costs]?", "rental yield price {purchase_price} rent {monthly_rent}[ costs {annual_costs}]",
-      "I bought for {purchase_price} and rent it out at {monthly_rent}/month.[ Costs are {annual_costs} per year.] Yield?"],
-     {"purchase_price": (80000, 900000), "monthly_rent": (400, 4000), "annual_costs": (500, 8000)},
-     lambda a, r: {"yield_percent": round((a["monthly_rent"] * 12 - a["annual_costs"]) / a["purchase_price"] * 100, 2)},
-     ["The net rental yield is {r.yield_percent}%."])
+# %% ../nbs/14_corpus.ipynb #s18
+@_simulator("databases.query")
+def _run_sql_query(a, r):
+    "Rows returned, up to the limit, and the time taken."
+    return {"rows": r.randint(0, a["limit"]), "elapsed_ms": r.randint(2, 900)}
 
-_SENTENCES = ["The river was calm this morning", "Our meeting moved to Friday", "I loved the new cafe downtown", "The train was late again",
-              "This soup needs more salt", "The garden looks wonderful in spring", "Please send the report by noon"]
-_fam("text", "text.translate", "render_in_language", ["translate_text", "translateText", "lang.translate"],
-     "Translate text into another language.",
-     {"text": _s("Text to translate."), "target_language": _s("Language to translate into."), "source_language": _s("Language of the text; detected when omitted.", opt=True)},
-     ["Translate \"{text}\" into {target_language}.[ It's in {source_language}.]", "{text} -> {target_language}", "How do you say \"{text}\" in {target_language}?"],
-     {"text": _SENTENCES, "target_language": ["French", "Spanish", "German", "Japanese", "Swahili", "Portuguese"], "source_language": ["English"]},
-     lambda a, r: {"translation": f"[{a['target_language']}] {a['text']}", "confidence": round(r.uniform(0.8, 0.99), 2)},
-     ["In {target_language}: {r.translation}."])
+@_slot_sampler("email_of_record_name")
+def _email_of_record_name(rng, args) -> str:
+    "The e-mail address of the record's `name`, drawn before it."
+    return _email(args["record"]["name"])
 
-_fam("text", "text.word_count", "count_words", ["word_counter", "countWords", "text.stats.words"],
-     "Count the words and characters in a text.",
-     {"text": _s("The text.")},
-     ["How many words are in \"{text}\"?", "word count: {text}", "Count the words in this: \"{text}\""],
-     {"text": _SENTENCES},
-     lambda a, r: {"words": len(a["text"].split()), "characters": len(a["text"])},
-     ["It has {r.words} words and {r.characters} characters."])
+@_simulator("databases.insert")
+def _insert_record(a, r):
+    "The new record's id."
+    return {"inserted": True, "id": r.randint(1, 99999)}
 
-_fam("text", "text.sentiment", "analyze_sentiment", ["sentiment", "analyzeSentiment", "nlp.sentiment"],
-     "Classify the sentiment of a text as positive, negative or neutral.",
-     {"text": _s("Text to analyse."), "language": _e(["en", "es", "fr", "de"], "Language code of the text.", default="en")},
-     ["What's the sentiment of \"{text}\"?[ Language: {language}.]", "sentiment: {text}", "Is this positive or negative: \"{text}\"?"],
-     {"text": _SENTENCES},
-     lambda a, r: {"label": r.choice(["positive", "negative", "neutral"]), "score": round(r.uniform(0.5, 0.99), 2)},
-     ["The sentiment is {r.label} (score {r.score})."])
+@_slot_sampler("employee_id")
+def _employee_id(rng, args=None) -> str:
+    return f"E{rng.randint(1000, 9999)}"
+
+@_simulator("hr.leave_balance")
+def _leave_balance(a, r):
+    "Days of leave left."
+    return {"days_left": r.randint(0, 30)}
+
+@_simulator("hr.net_salary")
+def _net_salary(a, r):
+    "72 % of the gross, per pay period."
+    return {"net_per_period": round(a["gross_salary"] * 0.72 / {"monthly": 12, "biweekly": 26, "weekly": 52}[a["pay_period"]], 2)}
+
+# %% ../nbs/14_corpus.ipynb #s19
+@_simulator("real_estate.listings")
+def _search_properties(a, r):
+    "How many listings, and their median price."
+    return {"matches": r.randint(0, 120), "median_price": r.randint(90000, 1500000)}
+
+@_simulator("real_estate.rental_yield")
+def _rental_yield(a, r):
+    "Net yearly rent over the price, in percent."
+    return {"yield_percent": round((a["monthly_rent"] * 12 - a["annual_costs"]) / a["purchase_price"] * 100, 2)}
+
+@_simulator("text.translate")
+def _translate(a, r):
+    "The text tagged with the target language (no real translation), and a confidence."
+    return {"translation": f"[{a['target_language']}] {a['text']}", "confidence": round(r.uniform(0.8, 0.99), 2)}
+
+@_simulator("text.word_count")
+def _count_words(a, r):
+    "Words and characters."
+    return {"words": len(a["text"].split()), "characters": len(a["text"])}
+
+@_simulator("text.sentiment")
+def _sentiment(a, r):
+    "A label and a score."
+    return {"label": r.choice(["positive", "negative", "neutral"]), "score": round(r.uniform(0.5, 0.99), 2)}
+
+# %% ../nbs/14_corpus.ipynb #L1
+FAMILIES.update(_load_families())
+if unused := sorted(set(_SIMULATORS) - set(FAMILIES)): raise _Malformed(f"simulators of no family in {_DATA}: {unused}")
 
 # %% ../nbs/14_corpus.ipynb #c033
 def family_domains() -> dict[str, list[str]]:
@@ -991,19 +895,13 @@ def split_heldout(heldout: list[str], seed: int, val_share: float = 0.5) -> tupl
 
 # %% ../nbs/14_corpus.ipynb #c038
 def _draw(f: Family, key: str, rng: random.Random, args: dict):
-    spec, sch = f.slots.get(key), _sub_schema(f.parameters, key)
-    if spec is None:
-        if "enum" in sch: return rng.choice(sch["enum"])
-        if sch["type"] == "boolean": return rng.random() < 0.5
-        if sch["type"] == "integer": return rng.randint(1, 20)
-        if sch["type"] == "number": return round(rng.uniform(1, 100), 1)
-        raise KeyError(f"{f.id}: no sampler for {key}")
-    if isinstance(spec, list): return rng.choice(spec)
-    if isinstance(spec, tuple):
-        if len(spec) == 2: return rng.randint(*spec)
-        v = round(rng.uniform(spec[0], spec[1]), spec[2])
-        return int(v) if spec[2] == 0 else v
-    return spec(rng, args)
+    sampler, sch = f.slots.get(key), _sub_schema(f.parameters, key)
+    if sampler is not None: return sampler(rng, args)
+    if "enum" in sch: return rng.choice(sch["enum"])
+    if sch["type"] == "boolean": return rng.random() < 0.5
+    if sch["type"] == "integer": return rng.randint(1, 20)
+    if sch["type"] == "number": return round(rng.uniform(1, 100), 1)
+    raise KeyError(f"{f.id}: no sampler for {key}")
 
 def _ordered(args: dict, params: dict) -> dict:
     "Arguments in the order of the schema's properties (nested too)."
@@ -1086,8 +984,6 @@ def present(f: Family, rng: random.Random, taken: set, p_alt_name=0.25, p_opaque
     return sch, pmap
 
 # %% ../nbs/14_corpus.ipynb #c044
-DEFAULT_PROPORTIONS = {"simple": 0.3, "multiple": 0.3, "parallel": 0.2, "irrelevance": 0.2}
-
 _CHAT = [("Hi there!", "Hello! How can I help you today?"), ("Thanks, that's all.", "You're welcome! Have a great day."),
          ("What is the capital of Italy?", "The capital of Italy is Rome."), ("How many days are in a leap year?", "A leap year has 366 days."),
          ("Who wrote Pride and Prejudice?", "Pride and Prejudice was written by Jane Austen."), ("What's 7 times 8?", "7 times 8 is 56."),
@@ -1138,6 +1034,7 @@ def _example(kind, rng, calls, offered, cfg, request: str | None = None) -> dict
     msgs += [{"role": "assistant", "content": "", "tool_calls": tcs}, *outs, {"role": "assistant", "content": " ".join(answers)}]
     return {"kind": kind, "families": [c[0].id for c in calls], "offered": [f.id for f in offered], "tools": [shown[f.id][0] for f in offered], "messages": msgs}
 
+# %% ../nbs/14_corpus.ipynb #c044b
 def _distractors(rng, pool, exclude, k):
     cand = [f for f in pool if f.id not in exclude]
     return rng.sample(cand, min(k, len(cand)))
@@ -1174,6 +1071,7 @@ def _parallel(rng, pool, cfg):
     rng.shuffle(offered)
     return _example("parallel", rng, calls, offered, cfg)
 
+# %% ../nbs/14_corpus.ipynb #c044c
 # pairs of families where one could stand in for the other, never offered as each other's near miss
 _OVERLAP = {frozenset(p) for p in [("weather.current", "weather.forecast")]}
 
@@ -1216,9 +1114,9 @@ def _counts(n: int, props: dict) -> dict:
 def generate_corpus(n: int, seed: int, families: list[str] | None = None, proportions: dict | None = None, *,
                     p_optional: float = 0.35, p_alt_name: float = 0.25, p_opaque_name: float = 0.15, p_rename_params: float = 0.1,
                     asked_from: list[str] | None = None) -> list[dict]:
-    """`n` distinct examples drawn only from `families` (default all; as targets and as distractors), in `proportions` of categories;
+    """`n` distinct examples drawn only from `families` (default all; as targets and as distractors), in `proportions` of categories (default: the `data.mix_*` defaults);
     `irrelevance` requests ask for a family of `asked_from` (default `families`), so that a few families offered can have near misses."""
-    props = dict(DEFAULT_PROPORTIONS if proportions is None else proportions)
+    props = dict(DataParams().corpus_mix() if proportions is None else proportions)
     if unknown := set(props) - set(_BUILDERS): raise ValueError(f"unknown categories {sorted(unknown)}")
     ids = sorted(FAMILIES if families is None else set(families))
     if missing := [i for i in ids if i not in FAMILIES]: raise ValueError(f"unknown families {missing}")

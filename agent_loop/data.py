@@ -10,6 +10,7 @@ from collections import Counter
 from datasets import Dataset
 from .tools import BUILTIN, DEFAULT_TOOLS, Toolset, load_toolsets, run_tool, tool_schemas
 from .interactions import read_jsonl
+from .config import DataParams
 from .format import call_problem, check_messages
 from . import corpus
 from .pii import default_scrubber, scrub
@@ -96,8 +97,8 @@ def _chat_task(rng):
         t = rng.choice(list(_COLORS)); return rng.choice(["What color is {t}?", "Which colour is {t}?"]).format(t=t), [], lambda _: f"{t[0].upper()}{t[1:]} is {_COLORS[t]}."
     q = rng.choice(list(_SMALL_TALK)); return q, [], lambda _: _SMALL_TALK[q]
 
-TASK_KINDS = {"calculator": (_calc_task, 0.30), "convert_units": (_convert_task, 0.18), "weekday": (_weekday_task, 0.14),
-              "count_letter": (_count_task, 0.12), "multi": (_multi_task, 0.08), "no_tool": (_chat_task, 0.18)}
+TASK_KINDS = {"calculator": _calc_task, "convert_units": _convert_task, "weekday": _weekday_task,  # how often each: params.yaml's data.builtin_*
+              "count_letter": _count_task, "multi": _multi_task, "no_tool": _chat_task}
 
 # %% ../nbs/07_data.ipynb #c006
 def _conversation(ask: str, calls: list[dict], answer, tools=DEFAULT_TOOLS) -> list[dict]:
@@ -119,25 +120,28 @@ def prompt_key(text: str) -> str:
     "A short hash of a request's normalized text: how the foundation lists the requests it trained on."
     return hashlib.sha256(normalize_prompt(text).encode()).hexdigest()[:16]
 
-def generate_seed_tasks(n: int, seed: int) -> list[dict]:
-    "`n` distinct tool-use conversations, generated deterministically from `seed`."
+def generate_seed_tasks(n: int, seed: int, weights: dict[str, float] | None = None) -> list[dict]:
+    "`n` distinct tool-use conversations, generated deterministically from `seed`, of the `TASK_KINDS` in proportion to `weights` (default: `data.builtin_*`)."
+    weights = DataParams().builtin_mix() if weights is None else weights
+    if set(weights) != set(TASK_KINDS) or not sum(weights.values()) > 0:
+        raise ValueError(f"the built-in tasks' weights must name exactly {', '.join(TASK_KINDS)}, not all 0; got {weights}")
     rng = random.Random(seed)
-    kinds, weights = zip(*[(k, w) for k, (_, w) in TASK_KINDS.items()])
+    kinds = list(TASK_KINDS)
     tasks, seen = [], set()
     for _ in range(n * 20):
         if len(tasks) == n: break
-        kind = rng.choices(kinds, weights)[0]
-        ask, calls, answer = TASK_KINDS[kind][0](rng)
+        kind = rng.choices(kinds, [weights[k] for k in kinds])[0]
+        ask, calls, answer = TASK_KINDS[kind](rng)
         if normalize_prompt(ask) in seen: continue
         seen.add(normalize_prompt(ask))
         tasks.append({"id": f"seed-{len(tasks):05d}", "source": "seed", "kind": kind, "messages": _conversation(ask, calls, answer)})
     return tasks
 
 # %% ../nbs/07_data.ipynb #c009b
-def toolset_examples(toolset: Toolset, n_builtin: int, seed: int) -> list[dict]:
-    "Conversations for `toolset`: `n_builtin` generated ones for the built-in tools (when it includes them) and one per declared example; each offers every tool of the toolset."
+def toolset_examples(toolset: Toolset, n_builtin: int, seed: int, weights: dict[str, float] | None = None) -> list[dict]:
+    "Conversations for `toolset`: `n_builtin` generated ones for the built-in tools (when it includes them; by `weights`, see `generate_seed_tasks`) and one per declared example; each offers every tool of the toolset."
     specs = [m["spec"] for m in toolset.record["toolsets"]]
-    out = generate_seed_tasks(n_builtin, seed) if BUILTIN in specs else []
+    out = generate_seed_tasks(n_builtin, seed, weights) if BUILTIN in specs else []
     for i, ex in enumerate(toolset.examples):
         answer = (lambda r, a=ex["answer"]: a.format(*r)) if ex["answer"] else (lambda r: "; ".join(r))
         msgs = _conversation(ex["request"], ex["calls"], answer, toolset.tools)
@@ -359,10 +363,10 @@ def prepare(params, root: Path, interactions_dir: Path, out_dir: Path, snapshot_
     With `foundation_dir`, no request the foundation there trained on is a validation or test conversation."""
     d = params.data
     toolset = load_toolsets(params.tools.toolsets, root)
-    own = toolset_examples(toolset, d.n_examples, d.seed)
+    own = toolset_examples(toolset, d.n_examples, d.seed, d.builtin_mix())
     train_families, heldout = corpus.split_families(d.seed, d.heldout_families)
     val_families, test_families = corpus.split_heldout(heldout, d.seed, d.heldout_val_share)
-    mix = {"simple": d.mix_simple, "multiple": d.mix_multiple, "parallel": d.mix_parallel, "irrelevance": d.mix_irrelevance}
+    mix = d.corpus_mix()
     corpus_train = corpus.generate_corpus(d.corpus_examples, d.seed, train_families, mix) if d.corpus_examples else []
     corpus_test = corpus.generate_corpus(d.heldout_examples, d.seed + 1, test_families, mix) if d.heldout_examples and test_families else []
     corpus_val = (corpus.generate_corpus(d.heldout_val_examples, d.seed + 2, val_families, mix, asked_from=train_families + val_families)

@@ -14,7 +14,7 @@ from .decoding import settled_calls
 # %% auto #0
 __all__ = ['DECODING', 'expected_calls', 'mentions', 'eval_cases', 'bfcl_cases', 'score_case', 'wilson', 'own_cases', 'summarize',
            'evaluate_model', 'gate', 'decision_curve', 'roc_auc', 'fit_call_threshold', 'CompletionCache', 'gguf_cache',
-           'score_gguf', 'evaluate_candidate']
+           'score_gguf', 'stage_cases', 'evaluate_candidate']
 
 # %% ../nbs/10_evaluate.ipynb #c005
 def expected_calls(calls: list[dict], tools: list[dict]) -> list[dict]:
@@ -232,14 +232,20 @@ def _interleave(rows: list[dict]) -> list[dict]:
     groups = list(by_suite.values())
     return [g[i] for i in range(max(map(len, groups), default=0)) for g in groups if i < len(g)]
 
+def stage_cases(params, settings) -> list[dict]:
+    "The cases the evaluate stage scores: the test split's, taken round-robin by suite up to `evaluate.max_examples` (0: all), then the `evaluate.bfcl_suites`."
+    from agent_loop.data import load_split
+    ev = params.evaluate
+    rows = _interleave(load_split(settings.path("processed") / "test.jsonl"))
+    return eval_cases(rows[:ev.max_examples] if ev.max_examples else rows) + bfcl_cases(ev.bfcl_suites, ev.bfcl_examples, settings.path("cache"), params.data.seed)
+
 def evaluate_candidate(params, settings, progress: bool = True) -> tuple[dict, list[dict]]:
     "Build the candidate's shipped GGUF, score candidate and current on the test split and BFCL and the base where the gate reads it (on everything with `evaluate.base_bfcl`), apply the gate; return the report and every scored case."
     from agent_loop.data import load_split
     from agent_loop.models import base_gguf, build_gguf, resolve_base
     from agent_loop.registry import current_manifest, read_current, sha256_file
     ev, root, cache, threads = params.evaluate, settings.root, settings.path("cache"), settings.serving.threads
-    rows = _interleave(load_split(settings.path("processed") / "test.jsonl"))
-    cases = eval_cases(rows[:ev.max_examples] if ev.max_examples else rows) + bfcl_cases(ev.bfcl_suites, ev.bfcl_examples, cache, params.data.seed)
+    cases = stage_cases(params, settings)
     base = resolve_base(params.model.base, cache)
     adapter = settings.path("models") / "candidate"
     candidate = build_gguf(base, adapter, settings.path("models") / "candidate.gguf", params.export.quantization, threads)

@@ -15,7 +15,7 @@ from .tools import load_toolsets
 from .train import adapter_sha256, train_lora
 
 # %% auto #0
-__all__ = ['FOUNDATION_CODE', 'foundation_rows', 'code_sha256', 'fingerprint', 'read_foundation', 'where_trained',
+__all__ = ['TRAINER_CODE', 'foundation_rows', 'trainer_sha256', 'fingerprint', 'read_foundation', 'where_trained',
            'train_foundation', 'foundation_status', 'started_from_foundation']
 
 # %% ../nbs/20_foundation.ipynb #93326d31
@@ -26,20 +26,19 @@ def foundation_rows(params, root: Path, max_val: int = 120) -> tuple[list[dict],
     "The foundation's training and validation conversations: corpus examples of the training families only, and the built-in tools' training split."
     f, d = params.foundation, params.data
     families, _ = corpus.split_families(d.seed, d.heldout_families)
-    mix = {"simple": d.mix_simple, "multiple": d.mix_multiple, "parallel": d.mix_parallel, "irrelevance": d.mix_irrelevance}
-    examples = corpus.generate_corpus(f.corpus_examples, f.seed, families, mix)
-    builtin = toolset_examples(load_toolsets(["builtin"], root), d.n_examples, d.seed)
+    examples = corpus.generate_corpus(f.corpus_examples, f.seed, families, d.corpus_mix())
+    builtin = toolset_examples(load_toolsets(["builtin"], root), d.n_examples, d.seed, d.builtin_mix())
     splits = split_examples(builtin, [], d.val_fraction, d.test_fraction, d.seed, corpus_train=examples)
     val = [r for r in _decoded(splits["val"]) if r["suite"] == "corpus"][:max_val]
     return _decoded(splits["train"]), val
 
 # %% ../nbs/20_foundation.ipynb #4236744f
-FOUNDATION_CODE = ("corpus", "data", "tools", "format", "train", "foundation")  # the modules whose code makes the foundation
+TRAINER_CODE = ("format", "train")  # the modules that turn conversations into weights; the conversations themselves are in the fingerprint
 
-def code_sha256() -> str:
-    "The sha256 of the code that makes a foundation (the `FOUNDATION_CODE` modules of this package)."
+def trainer_sha256() -> str:
+    "The sha256 of the trainer's code (the `TRAINER_CODE` modules of this package)."
     h = hashlib.sha256()
-    for name in FOUNDATION_CODE: h.update((Path(agent_loop.__file__).parent / f"{name}.py").read_bytes())
+    for name in TRAINER_CODE: h.update((Path(agent_loop.__file__).parent / f"{name}.py").read_bytes())
     return h.hexdigest()
 
 def fingerprint(base, params, train_rows: list[dict]) -> str:
@@ -87,7 +86,7 @@ def train_foundation(base, params, root: Path, out_dir: Path, run=None, checkpoi
     history = history + result["history"]
     m = result["metrics"]
     record = {"base": {"name": base.name, "sha256": base.sha256}, "adapter_sha256": adapter_sha256(tmp), "steps": m["steps"], "fingerprint": fp,
-              "code_sha256": code_sha256(), "params": {"foundation": asdict(params.foundation), "lora_r": params.train.lora_r, "lora_alpha": params.train.lora_alpha,
+              "trainer_sha256": trainer_sha256(), "params": {"foundation": asdict(params.foundation), "lora_r": params.train.lora_r, "lora_alpha": params.train.lora_alpha,
               "target_modules": params.train.target_modules, "max_length": params.model.max_length},
               "examples": {"train": len(train_rows), "val": len(val_rows)}, "trained_on": where_trained(),
               # what every run so far cost, this one's added to the earlier ones'
@@ -116,12 +115,18 @@ def _read_history(folder: Path) -> list[dict]:
     with open(path) as fh: return [{k: (int(v) if k == "step" else float(v)) for k, v in r.items()} for r in csv.DictReader(fh)]
 
 # %% ../nbs/20_foundation.ipynb #636227e4
-def foundation_status(folder: Path, params, base) -> dict:
+def _staleness(rec: dict, params, base, root: Path) -> str | None:
+    "What `make foundation` would now make differently from the foundation `rec` records, in words; None when nothing."
+    changed = [what for what, same in (("the base, the training params or the conversations the corpus, data and tools code generate (its fingerprint)",
+                                         rec["fingerprint"] == fingerprint(base, params, foundation_rows(params, root)[0])),
+                                        ("the trainer (" + ", ".join(f"{m}.py" for m in TRAINER_CODE) + ")", rec.get("trainer_sha256") == trainer_sha256())) if not same]
+    return " and ".join(changed) + " changed since it was made: `make foundation` re-makes it" if changed else None
+
+def foundation_status(folder: Path, params, base, root: Path) -> dict:
     "Whether `train` starts from the foundation in `folder` for `params` and `base`: `use` (the folder or None), `why` in words, `adapter_sha256`, `stale` (None, or what changed)."
     rec = read_foundation(folder)
     if rec is None: return {"use": None, "why": f"no foundation in {folder}: training starts from the base", "adapter_sha256": None, "stale": None}
-    stale = None if rec["code_sha256"] == code_sha256() else ("the code that makes the foundation (" + ", ".join(f"{m}.py" for m in FOUNDATION_CODE) +
-                                                               ") has changed since it was made: `make foundation` re-makes it")
+    stale = _staleness(rec, params, base, root)
     out = {"use": None, "adapter_sha256": rec["adapter_sha256"], "stale": stale, "steps": rec["steps"], "trained_on": rec["trained_on"]}
     tp, fp = params.train, rec["params"]
     if not tp.foundation: return out | {"why": "train.foundation is false: training starts from the base"}
@@ -138,4 +143,4 @@ def started_from_foundation(training: dict, folder: Path) -> dict | None:
     "The record of the foundation in `folder` when `training` (a run's metrics) started from it; None when it started from the base (or from another adapter)."
     sha, rec = (training.get("started_from") or {}).get("adapter_sha256"), read_foundation(folder)
     if not (sha and rec and rec["adapter_sha256"] == sha): return None
-    return {k: rec[k] for k in ("adapter_sha256", "steps", "trained_on", "seconds", "fingerprint", "code_sha256", "base")}
+    return {k: rec.get(k) for k in ("adapter_sha256", "steps", "trained_on", "seconds", "fingerprint", "trainer_sha256", "base")}  # trainer_sha256: None in records older than it

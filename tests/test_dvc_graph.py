@@ -31,6 +31,12 @@ def import_closure(modules: set[str], package: Path = ROOT / "agent_loop") -> se
     return seen
 
 
+def data_folders(modules: set[str], package: Path = ROOT / "agent_loop") -> set[str]:
+    "The folders of package data (`agent_loop/<folder>/`) that `modules` read: those whose name a module's source quotes."
+    folders = [d.name for d in package.iterdir() if d.is_dir() and not d.name.startswith(("_", "."))]
+    return {f"agent_loop/{d}" for m in modules for d in folders if f'"{d}"' in (package / f"{m}.py").read_text()}
+
+
 def notebook_source(path: Path) -> str:
     "The code cells of a notebook as one Python source (IPython magics and shell lines left out)."
     cells = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
@@ -43,7 +49,8 @@ def missing_deps(stages: dict, root: Path = ROOT) -> dict[str, list[str]]:
     for name, stage in stages.items():
         notebook = next(w for w in stage["cmd"].split() if w.endswith(".ipynb") and not w.startswith("reports/"))
         deps = {d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])}
-        runs = {f"agent_loop/{m}.py" for m in import_closure(imported_modules(notebook_source(root / notebook)))}
+        modules = import_closure(imported_modules(notebook_source(root / notebook)))
+        runs = {f"agent_loop/{m}.py" for m in modules} | data_folders(modules)
         if missing := sorted(runs - deps - {"agent_loop/__init__.py"}): out[name] = missing
     return out
 
@@ -56,6 +63,7 @@ def test_closure_follows_imports_inside_functions_and_relative_ones():
         {"format", "serving", "ollama", "bfcl"}
     assert imported_modules("import json\nfrom pathlib import Path\nfrom agent_loop import not_a_module") == set()
     assert "corpus" in import_closure({"data"})  # data imports corpus
+    assert data_folders({"corpus"}) == {"agent_loop/corpus_families"}  # the function families are data files the corpus reads
 
 
 def test_every_stage_declares_the_modules_it_runs():
@@ -66,3 +74,5 @@ def test_a_removed_module_is_reported():
     s = stages()
     s["train"]["deps"].remove("agent_loop/config.py")
     assert missing_deps(s) == {"train": ["agent_loop/config.py"]}
+    s["prepare"]["deps"].remove("agent_loop/corpus_families")
+    assert missing_deps(s) == {"train": ["agent_loop/config.py"], "prepare": ["agent_loop/corpus_families"]}

@@ -95,11 +95,11 @@ def test_a_toolset_without_examples_is_served_and_called(project):
     """The lighthouse toolset has no EXAMPLES: no training conversation shows its tool. The app serves it, and at a threshold that
     calls whenever a tool is offered, the tiny random model's reply is a call held to its schema (an enum: a random model would
     never end a free string), which the app runs."""
-    from agent_loop.app import create_app
+    from agent_loop.app import chat_ui, load_agent
     from agent_loop.config import load_settings
     train = (project / "data/processed/train.jsonl").read_text()
     assert "lighthouse_status" not in train, "nothing trains on the new tool"
-    demo, agent = create_app(load_settings(project, environ={"AGENT_LOOP_SERVING_CALL_THRESHOLD": "0"}))
+    agent = load_agent(load_settings(project, environ={"AGENT_LOOP_SERVING_CALL_THRESHOLD": "0"})); demo = chat_ui(agent)
     try:
         assert [t.name for t in agent.tools] == ["lighthouse_status"]
         turn = agent.turn("Is the Tarbat Ness lighthouse lit tonight?")

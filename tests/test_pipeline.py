@@ -143,7 +143,7 @@ def test_the_loop_closes(project):
     """New interaction records make prepare stale; the next repro trains on the turns users vouched for (rated up, or corrected through
     the API: then on the correction, never the rejected reply), drops what it must, and registers a second version."""
     from gradio_client import Client
-    from agent_loop.app import create_app
+    from agent_loop.app import chat_ui, load_agent
     from agent_loop.config import load_settings
     from agent_loop.data import load_split
     from agent_loop.interactions import InteractionLog
@@ -162,7 +162,7 @@ def test_the_loop_closes(project):
     leak = log.log_turn(held_out, {"version": first, "sha256": "x"}, "s2")
     log.log_feedback(leak, "up")
     # a user of the API corrects what the (random) model served
-    demo, agent = create_app(load_settings(project))
+    agent = load_agent(load_settings(project)); demo = chat_ui(agent)
     demo.launch(prevent_thread_lock=True, quiet=True)
     try:
         client = Client(demo.local_url, verbose=False)
@@ -210,11 +210,11 @@ def test_the_loop_closes(project):
 
 def test_the_app_serves_the_toolset_the_model_was_trained_with(project):
     "The app offers the manifest's toolset and runs its tools; a toolset changed after training stops it with a clear message. (It logs a turn: after the loop test.)"
-    from agent_loop.app import create_app
+    from agent_loop.app import chat_ui, load_agent
     from agent_loop.config import load_settings
     from agent_loop.serving import Completion
     from agent_loop.tools import ToolsetError
-    demo, agent = create_app(load_settings(project))
+    agent = load_agent(load_settings(project)); demo = chat_ui(agent)
     assert {"tide_times", "berth_fee", "calculator"} <= {t.name for t in agent.tools}
     assert "`tide_times`" in " ".join(str(c.get("props", {}).get("value", "")) for c in demo.config["components"])
     class Scripted:  # the tiny random model cannot call a tool; this stands in for its output only, the tool runs for real
@@ -229,7 +229,7 @@ def test_the_app_serves_the_toolset_the_model_was_trained_with(project):
     try:
         source.write_text(original.replace("The fee for mooring", "What it costs to moor"))
         assert "prepare" in run(["dvc", "status"], project).stdout, "DVC watches toolsets/"
-        with pytest.raises(ToolsetError, match="berth_fee changed"): create_app(load_settings(project))
+        with pytest.raises(ToolsetError, match="berth_fee changed"): load_agent(load_settings(project))
     finally: source.write_text(original)
 
 

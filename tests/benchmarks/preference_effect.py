@@ -21,7 +21,7 @@ from agent_loop.app import Agent
 from agent_loop.bfcl import check_calls
 from agent_loop.config import load_params, load_settings
 from agent_loop.data import generate_seed_tasks, load_interactions, load_split, normalize_prompt, preference_set
-from agent_loop.evaluate import _interleave, bfcl_cases, eval_cases, score_gguf
+from agent_loop.evaluate import eval_cases, score_gguf, stage_cases
 from agent_loop.models import build_gguf
 from agent_loop.interactions import InteractionLog
 from agent_loop.models import resolve_base
@@ -79,7 +79,7 @@ def main(method: str, n_requests: int, steps: int, lr: float | None = None, seed
         trained = train_preference(base, scratch / "adapter", rows, params, scratch / "adapter")
         print(f"{method}: {trained['metrics']}")
         pref_gguf = build_gguf(base, scratch / "adapter", scratch / "preference.gguf", params.export.quantization, settings.serving.threads)
-        suites = eval_cases(_interleave(load_split(processed / "test.jsonl"))) + bfcl_cases(params.evaluate.bfcl_suites, params.evaluate.bfcl_examples, cache, params.data.seed)
+        suites = stage_cases(params, settings)
         held = eval_cases([t | {"tools": tool_schemas(), "id": f"held-{i}", "kind": "feedback"} for i, t in enumerate(held_out)])
         results = {}
         for who, gguf in (("sft", sft_gguf), (method, pref_gguf)):
