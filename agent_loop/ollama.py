@@ -7,7 +7,7 @@ from __future__ import annotations
 from .format import CALL_CLOSE, CALL_OPEN, END, PREAMBLE, RESULT_CLOSE, RESULT_OPEN, START, argument_note, check_messages, escape, format_call, one_line, result_text
 
 # %% auto #0
-__all__ = ['TEMPLATE', 'modelfile', 'messages_for_ollama', 'tools_for_ollama', 'reply_from_ollama']
+__all__ = ['TEMPLATE', 'modelfile', 'messages_for_ollama', 'misread_by_ollama', 'tools_for_ollama', 'reply_from_ollama']
 
 # %% ../nbs/18_ollama.ipynb #c005
 _REQUIRED = '{{ $r := false }}{{ range $req }}{{ if eq . $k }}{{ $r = true }}{{ end }}{{ end }}{{ if not $r }}?{{ end }}'  # `?` unless $k is in $req
@@ -73,8 +73,17 @@ def messages_for_ollama(messages: list[dict]) -> list[dict]:
         else: out.append({"role": m["role"], "content": escape(m.get("content", ""))})
     return out
 
+_AROUND_NAME = "}" + CALL_CLOSE + "\n" + CALL_OPEN + '{"name":"'  # the text before a call's tool name, from the previous call's arguments on
+
+def misread_by_ollama(tools: list[dict]) -> list[str]:
+    "The names of `tools` that Ollama's tool-call parser would read inside the call markup itself: it takes the first known tool name in the text."
+    return [t["name"] for t in tools if t["name"] in _AROUND_NAME]
+
 def tools_for_ollama(tools: list[dict]) -> list[dict]:
     "`tools` (name, description, JSON-schema parameters) as `/api/chat` takes them: descriptions escaped, on one line, with defaults (Ollama drops `default`)."
+    if misread := misread_by_ollama(tools):
+        raise ValueError(f"Ollama cannot serve the tools {misread}: its tool-call parser finds those names inside the markup {_AROUND_NAME!r} "
+                         "around every call and would report each call as a call to them; rename them (the llama.cpp backend has no such limit)")
     def argument(spec: dict) -> dict:
         out = {k: v for k, v in spec.items() if k not in ("default", "description")}
         return out | ({"description": escape(note)} if (note := argument_note(spec)) else {})

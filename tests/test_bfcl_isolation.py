@@ -38,7 +38,9 @@ def no_bfcl_in(trained: list[dict]):
     descriptions = {_words(t["description"]) for r in trained for t in r["tools"]}
     cache = Path("~/.cache/agent-loop").expanduser()
     items = [item for suite in BFCL_SUITES for item in load_suite(suite, cache)]
-    assert len(items) > 500, "every item of every suite is checked"
+    counts = {suite: sum(item["suite"] == suite for item in items) for suite in BFCL_SUITES}
+    assert counts == {"simple_python": 400, "multiple": 200, "parallel": 200, "irrelevance": 240}, "every item of every suite is checked"
+    assert len({item["id"] for item in items}) == len(items) and all(item["tools"] and item["messages"] for item in items)
     leaked = [item["id"] for item in items if any(_words(m["content"]) in prompts for m in item["messages"] if m["role"] == "user")]
     assert not leaked, f"BFCL questions in the training data: {leaked[:5]}"
     clashes = sorted({t["name"] for item in items for t in item["tools"] if t["name"] in functions or _words(t["description"]) in descriptions})

@@ -7,7 +7,7 @@ import pytest
 from agent_loop.corpus import generate_corpus
 from agent_loop.data import generate_seed_tasks
 from agent_loop.format import END, check_messages, render, reply_text
-from agent_loop.ollama import TEMPLATE, messages_for_ollama, tools_for_ollama
+from agent_loop.ollama import TEMPLATE, messages_for_ollama, misread_by_ollama, tools_for_ollama
 from agent_loop.tools import tool_schemas
 
 GO = shutil.which("go")
@@ -83,11 +83,25 @@ def same_numbers(a, b) -> bool:
     return a == b
 
 
+def test_ollama_misreads_tools_named_like_its_markup():
+    "Ollama's parser takes the first known tool name in the text: a tool named `tool_c` is found inside `<tool_call>`, so tools_for_ollama refuses such names."
+    misread = [(m, t) for m, t in corpus() if misread_by_ollama(t)]
+    assert {n for _, t in misread for n in misread_by_ollama(t)} == {"tool_c"}  # the corpus's opaque names include it
+    calls = [(m, t) for msgs, t in misread for m in check_messages(msgs) if m["role"] == "assistant" and m.get("tool_calls")]
+    assert any(c["name"] != "tool_c" for m, _ in calls for c in m["tool_calls"])  # a call to another tool offered beside it
+    outputs = [{"text": reply_text(m).removesuffix(END), "tools": [{"type": "function", "function": x} for x in t]} for m, t in calls]
+    got = go_render(TEMPLATE, [], outputs)
+    assert [[c["name"] for c in g] for g in got["calls"]] == [["tool_c"] * len(m["tool_calls"]) for m, _ in calls]  # every call read as tool_c
+    for _, t in misread:
+        with pytest.raises(ValueError, match="Ollama cannot serve the tools \\['tool_c'\\]"): tools_for_ollama(t)
+
+
 def test_template_renders_exactly_what_render_renders():
-    cases = corpus()
+    cases = [(m, t) for m, t in corpus() if not misread_by_ollama(t)]  # those Ollama cannot parse: the test above
     calls = [(m, t) for msgs, t in cases for m in check_messages(msgs) if m["role"] == "assistant" and m.get("tool_calls")]
     outputs = [{"text": reply_text(m).removesuffix(END), "tools": tools_for_ollama(t)} for m, t in calls]
     got = go_render(TEMPLATE, cases, outputs)
+    assert len(got["prompts"]) == len(got["errors"]) == len(cases) and len(got["calls"]) == len(calls) > 0  # every case rendered, every call parsed back
     assert got["tag"] == "<tool_call>", got["tag"]  # where Ollama's parser starts a tool call
     assert "tools" in got["vars"]  # what makes Ollama list the model as tool-capable
     assert got["errors"] == [""] * len(cases), [e for e in got["errors"] if e][:3]
@@ -127,7 +141,8 @@ def test_old_template_differs():
            '{{- end }}{{- end }}<start_of_turn>model\n')
     cases = hand_cases(random.Random(0))[:4]
     got = go_render(old, cases, [])
-    assert all(out != render(m, t) for (m, t), out in zip(cases, got["prompts"]))
+    assert len(got["prompts"]) == len(cases) == 4 and got["errors"] == [""] * 4  # the old template rendered every case, and
+    assert [out == render(m, t) for (m, t), out in zip(cases, got["prompts"])] == [False] * 4  # each differently from render
 
 
 def test_ollama_backend_through_api_chat():
@@ -170,5 +185,9 @@ def test_ollama_backend_through_api_chat():
     schemas = tool_schemas(DEFAULT_TOOLS)
     assert [m["role"] for m in new] == ["assistant", "tool", "assistant"] and new[1]["content"] == "444" and new[2]["content"] == "37 times 12 is 444."
     assert prompts == [render(user, schemas), render(user + new[:2], schemas)]  # Ollama prompted the model exactly as it was trained
-    assert all("tools" in b and b["stream"] for b in bodies) and backend.tool_capable
+    # two /api/chat requests (the call, then the answer), each with the tools as Ollama reads them, streamed, greedy, stopping at the end of turn
+    assert len(bodies) == 2 and backend.tool_capable
+    assert [b["messages"] for b in bodies] == [messages_for_ollama(user), messages_for_ollama(user + new[:2])]
+    assert all(b["model"] == "agent-loop:test" and b["tools"] == tools_for_ollama(schemas) and b["stream"] is True
+               and b["options"] == {"temperature": 0, "num_predict": 192, "stop": [END]} for b in bodies), bodies
     assert "".join(e["text"] for e in streamed if e["type"] == "text") == "37 times 12 is 444."

@@ -76,12 +76,14 @@ def planted():
 
 
 def test_recall_per_type(planted):
-    assert len(planted) >= 200
-    scrub, missed, labelled = default_scrubber(), Counter(), Counter()
+    assert len(planted) == 40 * len(KINDS) and Counter(k for k, _, _ in planted) == {kind: 40 for kind in KINDS}
+    scrub, missed, labelled, mislabelled = default_scrubber(), Counter(), Counter(), []
     for kind, value, text in planted:
         kept = scrub(text)
         if value in kept: missed[kind] += 1
-        elif f"[{kind}]" in kept: labelled[kind] += 1
+        # found: the item, and nothing else of the text, is replaced by its own type's placeholder
+        elif kept == text.replace(value, f"[{kind}]"): labelled[kind] += 1
+        else: mislabelled.append((kind, text, kept))
     print(f"\n{'type':<14} {'items':>5} {'recall':>7} {'labelled right':>15}")
     for kind in KINDS:
         n = sum(1 for k, _, _ in planted if k == kind)
@@ -90,6 +92,8 @@ def test_recall_per_type(planted):
     for kind in KINDS:
         n = sum(1 for k, _, _ in planted if k == kind)
         assert (n - missed[kind]) / n >= 0.99, f"{kind}: recall {(n - missed[kind]) / n:.1%}"
+        assert labelled[kind] == n - missed[kind], f"{kind}: {n - missed[kind] - labelled[kind]} found but labelled wrong"
+    assert not mislabelled, mislabelled[:5]
 
 
 def test_nothing_planted_reaches_processed_data(planted, tmp_path):
@@ -113,3 +117,9 @@ def test_nothing_planted_reaches_processed_data(planted, tmp_path):
     assert not leaked, f"{len(leaked)} planted items in data/processed, e.g. {leaked[:3]}"
     # the turns did reach training, as placeholders (scrubbed conversations that became identical are kept once)
     assert stats["interactions"]["in_train"] >= 100 and all(f"[{kind}]" in written for kind in KINDS)
+    from agent_loop.data import load_split
+    logged = [r for r in load_split(tmp_path / "processed" / "train.jsonl") if r["source"] == "interactions"]
+    placeholders = {text.replace(value, f"[{kind}]") for kind, value, text in planted}
+    # each planted request that reached training reads as it was typed, its item replaced by the placeholder of its own type
+    assert len(logged) == stats["interactions"]["in_train"]
+    assert [r["messages"][0]["content"] for r in logged if r["messages"][0]["content"] not in placeholders] == []
