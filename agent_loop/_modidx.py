@@ -578,6 +578,5 @@ d = { 'settings': { 'branch': 'main',
                                   'agent_loop.train.step_batches': ('train.html#step_batches', 'agent_loop/train.py'),
                                   'agent_loop.train.supervised_loss': ('train.html#supervised_loss', 'agent_loop/train.py'),
                                   'agent_loop.train.tokenize_example': ('train.html#tokenize_example', 'agent_loop/train.py'),
-                                  'agent_loop.train.train_cli': ('train.html#train_cli', 'agent_loop/train.py'),
                                   'agent_loop.train.train_lora': ('train.html#train_lora', 'agent_loop/train.py'),
                                   'agent_loop.train.train_preference': ('train.html#train_preference', 'agent_loop/train.py')}}}

@@ -15,7 +15,7 @@ __all__ = ['MIN_SHARED_PREFIX', 'PREFIX_GROUP', 'UNSLOTH_MODEL_TYPES', 'tokenize
            'supervised_loss', 'collate', 'batches', 'resolve_backend', 'lora_model', 'profile_step',
            'resolve_precision', 'evaluate_loss', 'Objective', 'step_batches', 'shard', 'run_fingerprint',
            'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'adapter_sha256', 'load_adapter_weights',
-           'train_lora', 'train_cli', 'preference_examples', 'train_preference']
+           'train_lora', 'preference_examples', 'train_preference']
 
 # %% ../nbs/08_train.ipynb #c005
 def tokenize_example(messages: list[dict], tokenizer, tools: list[dict], max_length: int, supervise_from: int = 0) -> dict | None:
@@ -185,7 +185,7 @@ def evaluate_loss(model, examples: list[dict], pad_id: int, batch_size: int = 8,
     return total / max(count, 1)
 
 class Objective(torch.nn.Module):
-    "The training objective as a module around the LoRA model, so that DDP or FSDP wrap it and see its forward: `loss_terms` of a batch."
+    "The training objective as a module around the LoRA model, so that DDP wraps it and sees its forward: `loss_terms` of a batch."
     def __init__(self, model, first_token_weight: float = 1.0):
         super().__init__(); self.model, self.first_token_weight = model, first_token_weight
     def forward(self, input_ids, attention_mask, labels, decisions=None):
@@ -355,28 +355,6 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
     return {"metrics": metrics, "history": history}
 
 
-# %% ../nbs/08_train.ipynb #c021b
-from fastcore.script import call_parse
-
-@call_parse
-def train_cli(params_file: str = "params.yaml",  # the params file, relative to the project root
-         data: str = None,  # folder with train.jsonl and val.jsonl (default: the project's processed data)
-         out: str = None,  # where the adapter goes (default: the project's models/candidate)
-         checkpoints: str = None):  # where resumable checkpoints go (default: the cache folder's checkpoints/)
-    "Train the LoRA adapter as the pipeline's train stage does; under `accelerate launch` on several processes."
-    from agent_loop.config import load_params, load_settings, project_root
-    from agent_loop.data import load_split
-    from agent_loop.models import resolve_base
-    root = project_root()
-    params, settings = load_params(root / params_file), load_settings(root)
-    data = Path(data) if data else settings.path("processed")
-    base = resolve_base(params.model.base, settings.path("cache"))
-    result = train_lora(base, load_split(data / "train.jsonl"), load_split(data / "val.jsonl"), params, Path(out) if out else settings.path("models") / "candidate",
-                        checkpoint_dir=Path(checkpoints) if checkpoints else settings.path("cache") / "checkpoints")
-    if result["metrics"]["processes"] == 1 or torch.distributed.get_rank() == 0: print(json.dumps(result["metrics"], indent=2))
-    return result
-
-
 # %% ../nbs/08_train.ipynb #c023
 def _completion(m: dict) -> str:
     "A judged reply as the model wrote it: a malformed one is kept as its raw text."
@@ -402,8 +380,7 @@ def train_preference(base, adapter_dir: Path, rows: list[dict], params, out_dir:
     from transformers.utils import logging as hf_logging
     from agent_loop.models import load_base
     tp, method = params.train, params.train.preference
-    model, tok = load_base(base)
-    examples = preference_examples(rows, method, tok.bos_token) if method != "none" else []
+    examples = preference_examples(rows, method) if method != "none" else []  # what there is to learn from, before loading any model
     skipped = ("train.preference is none" if method == "none" else f"no judged replies {'in pairs ' if method == 'dpo' else ''}to learn from" if not examples
                else "kto needs at least 2 judged replies" if method == "kto" and len(examples) < 2 else None)
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
@@ -412,6 +389,8 @@ def train_preference(base, adapter_dir: Path, rows: list[dict], params, out_dir:
     else:
         from datasets import Dataset
         from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+        model, tok = load_base(base)
+        examples = preference_examples(rows, method, tok.bos_token)
         random.Random(tp.seed).shuffle(examples)  # KTO reads in order (each batch's KL term uses its neighbours)
         tok.eos_token = END  # TRL ends each completion with the tokenizer's EOS; our replies end their turn
         model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
