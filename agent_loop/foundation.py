@@ -74,7 +74,8 @@ def train_foundation(base, params, root: Path, out_dir: Path, run=None, checkpoi
     out_dir = Path(out_dir)
     train_rows, val_rows = foundation_rows(params, root)
     fp, before = fingerprint(base, params, train_rows), read_foundation(out_dir)
-    continuing = before is not None and before["fingerprint"] == fp
+    # another trainer makes another adapter from the same conversations: made anew from the base, never continued
+    continuing = before is not None and before["fingerprint"] == fp and before.get("trainer_sha256") == trainer_sha256()
     history = _read_history(out_dir) if continuing else []
     if continuing and before["steps"] >= params.foundation.max_steps:
         if not (out_dir / TRAINED_PROMPTS).exists(): _list_prompts(out_dir, train_rows)  # made before the list was kept: the same conversations (same fingerprint)
