@@ -579,4 +579,11 @@ d = { 'settings': { 'branch': 'main',
                                   'agent_loop.train.supervised_loss': ('train.html#supervised_loss', 'agent_loop/train.py'),
                                   'agent_loop.train.tokenize_example': ('train.html#tokenize_example', 'agent_loop/train.py'),
                                   'agent_loop.train.train_lora': ('train.html#train_lora', 'agent_loop/train.py'),
-                                  'agent_loop.train.train_preference': ('train.html#train_preference', 'agent_loop/train.py')}}}
+                                  'agent_loop.train.train_preference': ('train.html#train_preference', 'agent_loop/train.py')},
+            'agent_loop.train_stage': { 'agent_loop.train_stage._main_process': ( 'train_stage.html#_main_process',
+                                                                                  'agent_loop/train_stage.py'),
+                                        'agent_loop.train_stage._write_curve': ( 'train_stage.html#_write_curve',
+                                                                                 'agent_loop/train_stage.py'),
+                                        'agent_loop.train_stage.train_cli': ('train_stage.html#train_cli', 'agent_loop/train_stage.py'),
+                                        'agent_loop.train_stage.train_stage': ( 'train_stage.html#train_stage',
+                                                                                'agent_loop/train_stage.py')}}}

@@ -1,5 +1,5 @@
 """Training as a user runs it from the command line: killed with SIGKILL and resumed, and on two processes under `accelerate launch`."""
-import json, signal, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch, yaml
 from safetensors.torch import load_file
@@ -28,7 +28,15 @@ def params_file(folder: Path, **train) -> Path:
 
 
 def train_cmd(params: Path, data: Path, out: Path, checkpoints: Path) -> list[str]:
-    return ["-m", "agent_loop.train", "--params-file", str(params), "--data", str(data), "--out", str(out), "--checkpoints", str(checkpoints)]
+    "The train stage from the command line, its reports next to the adapter (`<out>-reports`)."
+    return ["-m", "agent_loop.train_stage", "--params-file", str(params), "--data", str(data), "--out", str(out), "--checkpoints", str(checkpoints),
+            "--reports", str(reports(out))]
+
+
+def reports(out: Path) -> Path: return out.with_name(out.name + "-reports")
+
+
+NO_WANDB = {"AGENT_LOOP_WANDB_MODE": "disabled"}  # the stage's W&B run, not kept from tests
 
 
 def metrics(out: Path) -> dict: return json.loads((out / "training.json").read_text())["metrics"]
@@ -39,16 +47,16 @@ def adapter(out: Path) -> dict: return load_file(out / "adapter_model.safetensor
 
 def test_a_killed_run_resumes_to_the_same_adapter(data, tmp_path):
     params = params_file(tmp_path, max_steps=40, batch_size=2, checkpoint_every=2)
-    run([sys.executable, *train_cmd(params, data, tmp_path / "whole", tmp_path / "ck-whole")], ROOT)
+    run([sys.executable, *train_cmd(params, data, tmp_path / "whole", tmp_path / "ck-whole")], ROOT, env=NO_WANDB)
     checkpoints = tmp_path / "ck"
-    proc = subprocess.Popen([sys.executable, *train_cmd(params, data, tmp_path / "killed", checkpoints)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, *train_cmd(params, data, tmp_path / "killed", checkpoints)], cwd=ROOT, env=os.environ | NO_WANDB, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while not list(checkpoints.glob("*/step-*/done")) and proc.poll() is None and time.time() < deadline: time.sleep(0.01)
     proc.send_signal(signal.SIGKILL); proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     saved = sorted(int(p.parent.name.split("-")[1]) for p in checkpoints.glob("*/step-*/done"))
     assert saved and saved[-1] < 40 and not (tmp_path / "killed").exists()
-    run([sys.executable, *train_cmd(params, data, tmp_path / "killed", checkpoints)], ROOT)
+    run([sys.executable, *train_cmd(params, data, tmp_path / "killed", checkpoints)], ROOT, env=NO_WANDB)
     resumed, whole = metrics(tmp_path / "killed"), metrics(tmp_path / "whole")
     assert resumed["resumed_from_step"] == saved[-1] and whole["resumed_from_step"] == 0
     assert resumed["steps"] == whole["steps"] == 40 and resumed["tokens"] == whole["tokens"]
@@ -65,10 +73,10 @@ def max_relative_difference(a: dict, b: dict) -> float:
 def test_two_processes_train_what_one_does_with_the_same_global_batch(data, tmp_path):
     # dropout draws its masks per process, so the two runs are compared without it
     one = params_file(tmp_path, max_steps=6, batch_size=4, lora_dropout=0.0, checkpoint_every=0)
-    run([sys.executable, *train_cmd(one, data, tmp_path / "one", tmp_path / "ck")], ROOT)
+    run([sys.executable, *train_cmd(one, data, tmp_path / "one", tmp_path / "ck")], ROOT, env=NO_WANDB)
     # --multi_gpu is accelerate's torchrun launcher (its --cpu flag sends several processes to mpirun); without CUDA each process's Accelerator joins over gloo
     launch = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_cpu_threads_per_process", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    res = run([*launch, *train_cmd(one, data, tmp_path / "two", tmp_path / "ck")], ROOT)
+    res = run([*launch, *train_cmd(one, data, tmp_path / "two", tmp_path / "ck")], ROOT, env=NO_WANDB)
     m1, m2 = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert (m1["processes"], m2["processes"]) == (1, 2)
     assert m1["tokens"] == m2["tokens"] and m1["supervised_tokens"] == m2["supervised_tokens"]  # the same rows, split between the processes
@@ -77,18 +85,21 @@ def test_two_processes_train_what_one_does_with_the_same_global_batch(data, tmp_
     two = max_relative_difference(adapter(tmp_path / "two"), trained)
     # control: one process with half the batch trains a different adapter, and the measure sees it
     half = tmp_path / "half"; half.mkdir()
-    run([sys.executable, *train_cmd(params_file(half, max_steps=6, batch_size=2, lora_dropout=0.0, checkpoint_every=0), data, half / "out", tmp_path / "ck")], ROOT)
+    run([sys.executable, *train_cmd(params_file(half, max_steps=6, batch_size=2, lora_dropout=0.0, checkpoint_every=0), data, half / "out", tmp_path / "ck")], ROOT, env=NO_WANDB)
     other = max_relative_difference(adapter(half / "out"), trained)
     print(f"\nmax relative difference to one process: two processes {two:.2e}, half the batch {other:.2e}; losses {m1['final_loss']} vs {m2['final_loss']}")
     assert two < 1e-3 and other > 100 * two, (two, other)
     assert res.stdout.count('"processes": 2') == 1  # the metrics are printed once, by the main process
+    # the main process wrote the stage's reports, with the metrics training.json has
+    assert json.loads((reports(tmp_path / "two") / "train.json").read_text())["final_loss"] == m2["final_loss"]
+    assert len((reports(tmp_path / "two") / "train_curve.csv").read_text().splitlines()) == 1 + 6
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_unsloth_qlora_on_cuda(data, tmp_path):
     pytest.importorskip("unsloth", reason="needs the gpu extra: pip install -e '.[gpu]'")
     params = params_file(tmp_path, max_steps=4, batch_size=2, backend="unsloth", load_in_4bit="yes", precision="bf16")
-    run([sys.executable, *train_cmd(params, data, tmp_path / "out", tmp_path / "ck")], ROOT)
+    run([sys.executable, *train_cmd(params, data, tmp_path / "out", tmp_path / "ck")], ROOT, env=NO_WANDB)
     m = metrics(tmp_path / "out")
     assert m["backend"] == "unsloth" and m["steps"] == 4 and m["final_loss"] == m["final_loss"]  # not NaN
     assert (tmp_path / "out" / "adapter_model.safetensors").exists()
