@@ -74,17 +74,17 @@ class Agent:
         backend, model_info = self.serving
         started = time.perf_counter()
         if len(message) > self.max_message_chars:
-            user = {"role": "user", "content": message[:self.max_message_chars], "truncated_from_chars": len(message)}
+            asked = {"role": "user", "content": message[:self.max_message_chars], "truncated_from_chars": len(message)}
             new = [{"role": "assistant", "content": f"⚠️ Your message is {len(message):,} characters; the limit is {self.max_message_chars:,}. Please shorten it.", "error": "oversized"}]
             stats = {}
         elif not message.strip():
-            user, new, stats = {"role": "user", "content": message}, [{"role": "assistant", "content": "⚠️ Please type a message.", "error": "empty"}], {}
+            asked, new, stats = {"role": "user", "content": message}, [{"role": "assistant", "content": "⚠️ Please type a message.", "error": "empty"}], {}
         else:
-            user = {"role": "user", "content": message}
+            asked = {"role": "user", "content": message}
             # always streamed: the time to the first token is measured even when nobody watches
-            new, stats = run_agent(conversation + [user], backend, self.tools, self.max_steps, self.max_new_tokens, on_event=on_event or (lambda event: None),
+            new, stats = run_agent(conversation + [asked], backend, self.tools, self.max_steps, self.max_new_tokens, on_event=on_event or (lambda event: None),
                                    call_threshold=model_info.get("call_threshold"))
-        full = conversation + [user] + new
+        full = conversation + [asked] + new
         turn_id = self.log.log_turn(self.redact(full), model_info, session_id, stats, turn_start=len(conversation), request_id=request_id, user=user)
         seconds = time.perf_counter() - started
         self.metrics.observe_turn(new, stats, seconds)
@@ -92,7 +92,7 @@ class Agent:
                                            "outcome": new[-1].get("error") or "answer", "seconds": round(seconds, 3), "first_token_seconds": stats.get("first_token_seconds"),
                                            "tokens": stats.get("tokens"), "tool_calls": sum(m["role"] == "tool" for m in new)}})
         answer = new[-1]["content"] if new else ""
-        return {"turn_id": turn_id, "request_id": request_id, "answer": answer, "new_messages": [user] + new, "conversation": full, "stats": stats, "model": model_info}
+        return {"turn_id": turn_id, "request_id": request_id, "answer": answer, "new_messages": [asked] + new, "conversation": full, "stats": stats, "model": model_info}
 
     def rate(self, turn_id: str, rating: str, comment: str = "", user: str = "") -> str:
         "Log a rating (`up`, `down`, or `none`: withdrawn) of turn `turn_id` by `user` (with a login); returns the feedback's id; a ValueError says what is wrong."
