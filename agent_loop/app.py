@@ -65,57 +65,57 @@ class Agent:
         "Serve `backend` from the next turn on; turns in progress finish on the model they started with (the old one is freed when the last of them ends)."
         self.serving = (backend, model_info)
 
-    def turn(self, message: str, conversation: list[dict] | None = None, session_id: str = "", on_event=None, request_id: str = "") -> dict:
+    def turn(self, message: str, conversation: list[dict] | None = None, session_id: str = "", on_event=None, request_id: str = "", user: str = "") -> dict:
         """Answer `message` after `conversation` (checked: the server's own or `check_conversation`'s); returns the turn id, the new messages, the whole conversation and stats.
-        `on_event` receives the new messages and the answer's text as they come (`run_agent`'s events); `request_id` goes into the turn's record and the app's log line.
-        Raises `LogWriteError` when the turn could not be logged."""
+        `on_event` receives the new messages and the answer's text as they come (`run_agent`'s events); `request_id` goes into the turn's record and the app's log line;
+        `user` (who is logged in, with `[app] auth`) into the record. Raises `LogWriteError` when the turn could not be logged."""
         conversation = list(conversation or [])
         message = _text(message)
         backend, model_info = self.serving
         started = time.perf_counter()
         if len(message) > self.max_message_chars:
-            user = {"role": "user", "content": message[:self.max_message_chars], "truncated_from_chars": len(message)}
+            asked = {"role": "user", "content": message[:self.max_message_chars], "truncated_from_chars": len(message)}
             new = [{"role": "assistant", "content": f"⚠️ Your message is {len(message):,} characters; the limit is {self.max_message_chars:,}. Please shorten it.", "error": "oversized"}]
             stats = {}
         elif not message.strip():
-            user, new, stats = {"role": "user", "content": message}, [{"role": "assistant", "content": "⚠️ Please type a message.", "error": "empty"}], {}
+            asked, new, stats = {"role": "user", "content": message}, [{"role": "assistant", "content": "⚠️ Please type a message.", "error": "empty"}], {}
         else:
-            user = {"role": "user", "content": message}
+            asked = {"role": "user", "content": message}
             # always streamed: the time to the first token is measured even when nobody watches
-            new, stats = run_agent(conversation + [user], backend, self.tools, self.max_steps, self.max_new_tokens, on_event=on_event or (lambda event: None),
+            new, stats = run_agent(conversation + [asked], backend, self.tools, self.max_steps, self.max_new_tokens, on_event=on_event or (lambda event: None),
                                    call_threshold=model_info.get("call_threshold"))
-        full = conversation + [user] + new
-        turn_id = self.log.log_turn(self.redact(full), model_info, session_id, stats, turn_start=len(conversation), request_id=request_id)
+        full = conversation + [asked] + new
+        turn_id = self.log.log_turn(self.redact(full), model_info, session_id, stats, turn_start=len(conversation), request_id=request_id, user=user)
         seconds = time.perf_counter() - started
         self.metrics.observe_turn(new, stats, seconds)
         _log.info("turn", extra={"fields": {"request_id": request_id, "turn_id": turn_id, "session_id": session_id, "model_version": model_info.get("version"),
                                            "outcome": new[-1].get("error") or "answer", "seconds": round(seconds, 3), "first_token_seconds": stats.get("first_token_seconds"),
                                            "tokens": stats.get("tokens"), "tool_calls": sum(m["role"] == "tool" for m in new)}})
         answer = new[-1]["content"] if new else ""
-        return {"turn_id": turn_id, "request_id": request_id, "answer": answer, "new_messages": [user] + new, "conversation": full, "stats": stats, "model": model_info}
+        return {"turn_id": turn_id, "request_id": request_id, "answer": answer, "new_messages": [asked] + new, "conversation": full, "stats": stats, "model": model_info}
 
-    def rate(self, turn_id: str, rating: str, comment: str = "") -> str:
-        "Log a rating (`up`, `down`, or `none`: withdrawn) of turn `turn_id`; returns the feedback's id; a ValueError says what is wrong."
-        feedback_id = self.log.log_feedback(turn_id, rating, self.redact(comment))  # the log checks that it is text
+    def rate(self, turn_id: str, rating: str, comment: str = "", user: str = "") -> str:
+        "Log a rating (`up`, `down`, or `none`: withdrawn) of turn `turn_id` by `user` (with a login); returns the feedback's id; a ValueError says what is wrong."
+        feedback_id = self.log.log_feedback(turn_id, rating, self.redact(comment), user)  # the log checks that it is text
         self.metrics.feedback.labels(rating).inc()
         return feedback_id
 
-    def correct(self, turn_id: str, tool_calls=None, answer: str | None = None, comment: str = "") -> str:
+    def correct(self, turn_id: str, tool_calls=None, answer: str | None = None, comment: str = "", user: str = "") -> str:
         "Record what turn `turn_id` should have been: the right `tool_calls` (a list, or its JSON text; `[]` for none) and/or the right `answer`. Returns the correction's id; a ValueError says what is wrong."
         if isinstance(tool_calls, str):
             try: tool_calls = json.loads(tool_calls) if tool_calls.strip() else None
             except (ValueError, RecursionError) as e: raise ValueError(f"tool_calls is not valid JSON ({type(e).__name__})") from None
         if isinstance(tool_calls, dict): tool_calls = [tool_calls]  # one call given bare
         answer = _text(answer) if answer is not None and str(answer).strip() else None
-        correction_id = self.log.log_correction(turn_id, self.redact(tool_calls), self.redact(answer), self.redact(_text(comment or "")), tools=[t.schema for t in self.tools])
+        correction_id = self.log.log_correction(turn_id, self.redact(tool_calls), self.redact(answer), self.redact(_text(comment or "")), tools=[t.schema for t in self.tools], user=user)
         self.metrics.corrections.inc()
         return correction_id
 
-def stream_turn(agent: Agent, message: str, conversation: list[dict], session_id: str, request_id: str = ""):
+def stream_turn(agent: Agent, message: str, conversation: list[dict], session_id: str, request_id: str = "", user: str = ""):
     "`agent.turn` in a worker thread: yields its events as they come, then `{\"type\": \"turn\", \"turn\": ...}`. A client that goes away does not stop the turn: it is finished and logged."
     events, outcome = queue.Queue(), {}
     def work():
-        try: outcome["turn"] = agent.turn(message, conversation, session_id, on_event=events.put, request_id=request_id)
+        try: outcome["turn"] = agent.turn(message, conversation, session_id, on_event=events.put, request_id=request_id, user=user)
         except Exception as e: outcome["error"] = e
         finally: events.put(None)
     threading.Thread(target=work, name="turn", daemon=True).start()
@@ -187,6 +187,10 @@ def to_chat(messages: list[dict], partial: str = "") -> list[dict]:
     return out + ([{"role": "assistant", "content": partial}] if partial else [])
 
 # %% ../nbs/12_app.ipynb #c014
+def _user(request) -> str:
+    "Who is logged in (`[app] auth`), or empty."
+    return getattr(request, "username", None) or ""
+
 def _target_note(turn_id) -> str:
     return f"Correcting turn `{turn_id[:8]}`." if turn_id else "Corrects the last reply, or the last one you rated 👎."
 
@@ -197,10 +201,12 @@ def chat_ui(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
         names = ", ".join(f"`{t.name}`" for t in agent.tools)
         gr.Markdown(f"## 🔁 {title}\nA small Gemma agent that calls tools: {names}. "
                     f"Model **{info.get('version')}** (sha256 `{str(info.get('sha256'))[:12]}…`, {info.get('backend', '')}). "
-                    "Rate answers with 👍/👎 and correct wrong ones (✏️ below): every turn, rating and correction is logged to `data/interactions/`, and the next `dvc repro` trains on the turns you rated 👍 and on your corrections.")
+                    "Rate answers with 👍/👎 and correct wrong ones (edit a reply with its ✏️, or below): every turn, rating and correction is logged to `data/interactions/`; "
+                    "once a reviewer approves a rating or a correction, the next `dvc repro` trains on it.")
         with gr.Accordion(f"Tools ({len(agent.tools)}): what the model reads", open=False):
             gr.Code("\n".join(signature(t.schema) for t in agent.tools), language=None, label="tool descriptions", interactive=False)
-        chatbot = gr.Chatbot(height=480, label="agent", placeholder=f"Ask anything; the agent may call {names}.")
+        # editable: editing one of the agent's replies records the edit as that turn's right answer
+        chatbot = gr.Chatbot(height=480, label="agent", placeholder=f"Ask anything; the agent may call {names}.", editable="all")
         conversation, bubble_turns, session, target = gr.State([]), gr.State([]), gr.State(""), gr.State(None)
         with gr.Row():
             box = gr.Textbox(placeholder="Ask something…", show_label=False, scale=8, max_length=None)
@@ -216,11 +222,11 @@ def chat_ui(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
                 submit_fix = gr.Button("Record correction", scale=1)
         status = gr.Markdown("")
 
-        def respond(message, conv, turns, sid):
+        def respond(message, conv, turns, sid, request: gr.Request = None):
             sid = sid or uuid.uuid4().hex
             new, text, keep = [{"role": "user", "content": message}], "", [gr.skip()] * 6
             try:
-                for event in stream_turn(agent, message, conv, sid, request_id()):
+                for event in stream_turn(agent, message, conv, sid, request_id(), _user(request)):
                     if event["type"] == "turn": res = event["turn"]
                     elif event["type"] == "text": text += event["text"]; yield gr.skip(), to_chat(conv + new, text), *keep
                     else: new.append(event["message"]); text = ""; yield gr.skip(), to_chat(conv + new), *keep
@@ -232,29 +238,43 @@ def chat_ui(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
             note = f"turn `{res['turn_id'][:8]}` · {st.get('tokens', 0)} tokens · {st.get('tokens_per_s', 0)} tokens/s" if st else f"turn `{res['turn_id'][:8]}`"
             yield "", chat_hist, res["conversation"], turns, sid, note, res["turn_id"], _target_note(res["turn_id"])
 
-        def on_like(turns, current_target, data: gr.LikeData):
+        def on_like(turns, current_target, data: gr.LikeData, request: gr.Request = None):
             idx = data.index if isinstance(data.index, int) else data.index[0]
             turn_id = turns[idx] if 0 <= idx < len(turns) else None
             if turn_id is None: return "Only the agent's replies can be rated.", current_target, gr.skip()
             # Gradio sends True/"Like", False/"Dislike", or an empty value when a rating is clicked off again
             rating = "up" if data.liked in (True, "Like") else "down" if data.liked in (False, "Dislike") else "none"
-            try: agent.rate(turn_id, rating)
+            try: agent.rate(turn_id, rating, user=_user(request))
             except (ValueError, LogWriteError) as e: return f"⚠️ {e}", current_target, gr.skip()
             done = {"up": "Logged 👍", "down": "Logged 👎", "none": "Rating withdrawn"}[rating] + f" for turn `{turn_id[:8]}`"
             if rating == "down": return done + ". If you know what the agent should have done, say it under ✏️ Correct a reply.", turn_id, _target_note(turn_id)
             return done, current_target, gr.skip()
 
-        def on_correct(turn_id, answer, calls, comment):
+        def on_correct(turn_id, answer, calls, comment, request: gr.Request = None):
             if not turn_id: return "Nothing to correct yet: ask something first.", gr.skip(), gr.skip(), gr.skip()
-            try: agent.correct(turn_id, calls, answer, comment)
+            try: agent.correct(turn_id, calls, answer, comment, user=_user(request))
             except (ValueError, LogWriteError) as e: return f"⚠️ Correction not recorded: {e}", gr.skip(), gr.skip(), gr.skip()
-            return f"✏️ Correction recorded for turn `{turn_id[:8]}`: the next `dvc repro` trains on it instead of the reply.", "", "", ""
+            return f"✏️ Correction recorded for turn `{turn_id[:8]}`: once a reviewer approves it, the next `dvc repro` trains on it instead of the reply.", "", "", ""
+
+        def on_edit(turns, conv, shown, data: gr.EditData, request: gr.Request = None):
+            "An edited bubble of the agent's final answer is that turn's corrected answer; the chat goes on showing what was served."
+            idx = data.index if isinstance(data.index, int) else data.index[0]
+            turn_id = turns[idx] if 0 <= idx < len(turns) else None
+            bubble = shown[idx] if 0 <= idx < len(shown) else {}
+            served = to_chat(conv)
+            if turn_id is None: return "Only the agent's replies can be corrected.", served
+            if (bubble.get("metadata") or {}).get("title") or idx + 1 < len(turns) and turns[idx + 1] == turn_id:
+                return "Edit the agent's final answer; correct its tool calls under ✏️ Correct a reply.", served
+            try: agent.correct(turn_id, None, _text(data.value), "", user=_user(request))
+            except (ValueError, LogWriteError) as e: return f"⚠️ Correction not recorded: {e}", served
+            return f"✏️ Correction recorded for turn `{turn_id[:8]}`: once a reviewer approves it, the next `dvc repro` trains on your answer.", served
 
         outs = [box, chatbot, conversation, bubble_turns, session, status, target, target_note]
         box.submit(respond, [box, conversation, bubble_turns, session], outs, api_visibility="private")
         send.click(respond, [box, conversation, bubble_turns, session], outs, api_visibility="private")
         clear.click(lambda: ([], [], [], "", "", None, _target_note(None)), None, [chatbot, conversation, bubble_turns, session, status, target, target_note], api_visibility="private")
         chatbot.like(on_like, [bubble_turns, target], [status, target, target_note], api_visibility="private")
+        chatbot.edit(on_edit, [bubble_turns, conversation, chatbot], [status, chatbot], api_visibility="private")
         submit_fix.click(on_correct, [target, right_answer, right_calls, why], [status, right_answer, right_calls, why], api_visibility="private")
 
         def checked(conversation_json: str, request) -> tuple[list[dict], str, str]:
@@ -262,7 +282,7 @@ def chat_ui(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
             try: conv = check_conversation(conversation_json, 20 * agent.max_message_chars, agent.seals)
             except ValueError as e: raise gr.Error(f"conversation_json: {e}")
             headers = getattr(request, "headers", None) or {}
-            return conv, f"api-{getattr(request, 'session_hash', None) or 'anonymous'}", request_id(headers.get("x-request-id"))
+            return conv, f"api-{getattr(request, 'session_hash', None) or 'anonymous'}", request_id(headers.get("x-request-id"))  # with a login, prepare counts the user
 
         def sealed(res: dict, conv: list[dict]) -> dict:
             said = agent.seals.seal(res["conversation"])  # sent back as it is, it goes on with the conversation
@@ -271,24 +291,24 @@ def chat_ui(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
         def chat(message: str, conversation_json: str = "", request: gr.Request = None) -> dict:
             "Send `message` (after the conversation in `conversation_json`, a JSON list of messages); returns the turn."
             conv, sid, rid = checked(conversation_json, request)
-            try: return sealed(agent.turn(message, conv, sid, request_id=rid), conv)
+            try: return sealed(agent.turn(message, conv, sid, request_id=rid, user=_user(request)), conv)
             except LogWriteError as e: raise gr.Error(str(e))
 
         def chat_stream(message: str, conversation_json: str = "", request: gr.Request = None) -> Iterator[dict]:
             "/chat, streamed: yields each new message ({type: message}) and each piece of the answer ({type: text}) as they come, then the whole turn ({type: turn}, as /chat returns it)."
             conv, sid, rid = checked(conversation_json, request)
             try:
-                for event in stream_turn(agent, message, conv, sid, rid): yield {"type": "turn"} | sealed(event["turn"], conv) if event["type"] == "turn" else event
+                for event in stream_turn(agent, message, conv, sid, rid, _user(request)): yield {"type": "turn"} | sealed(event["turn"], conv) if event["type"] == "turn" else event
             except LogWriteError as e: raise gr.Error(str(e))
 
-        def feedback(turn_id: str, rating: str, comment: str = "") -> dict:
-            "Rate turn `turn_id` `up`, `down` or `none` (withdraw)."
-            try: return {"feedback_id": agent.rate(turn_id, rating, comment), "turn_id": turn_id, "rating": rating}
+        def feedback(turn_id: str, rating: str, comment: str = "", request: gr.Request = None) -> dict:
+            "Rate turn `turn_id` `up`, `down` or `none` (withdraw): a proposal, until a reviewer approves it."
+            try: return {"feedback_id": agent.rate(turn_id, rating, comment, _user(request)), "turn_id": turn_id, "rating": rating}
             except (ValueError, LogWriteError) as e: raise gr.Error(str(e))
 
-        def correct(turn_id: str, tool_calls: str = "", answer: str = "", comment: str = "") -> dict:
+        def correct(turn_id: str, tool_calls: str = "", answer: str = "", comment: str = "", request: gr.Request = None) -> dict:
             "Correct turn `turn_id`: the right `tool_calls` (JSON list of {name, arguments}; `[]` for none; empty keeps the turn's own) and/or the right `answer`."
-            try: return {"correction_id": agent.correct(turn_id, tool_calls, answer, comment), "turn_id": turn_id}
+            try: return {"correction_id": agent.correct(turn_id, tool_calls, answer, comment, _user(request)), "turn_id": turn_id}
             except (ValueError, LogWriteError) as e: raise gr.Error(str(e))
 
         gr.api(chat, api_name="chat")

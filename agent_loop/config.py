@@ -57,8 +57,9 @@ class DataParams:
     val_fraction: float = _opt(0.1, _share)
     test_fraction: float = _opt(0.1, _share)
     use_unrated_interactions: bool = _opt(False, help="also train on logged turns nobody rated or corrected (they may hold the model's own mistakes, and anyone who can chat writes them)")
-    max_turns_per_session: int = _opt(20, _non_negative, "logged turns kept from one chat session at most (0: no cap), so that one user cannot steer a run")
+    max_turns_per_session: int = _opt(20, _non_negative, "logged turns kept from one chat session (one logged-in user, with [app] auth) at most (0: no cap), so that one user cannot steer a run")
     max_turns_per_prompt: int = _opt(3, _non_negative, "logged turns kept per repeated request at most (0: no cap)")
+    trusted_raters: list[str] = field(default_factory=list, metadata=dict(check=None, help="logged-in app users whose ratings and corrections train without review ('*': everyone's); the others' wait for a reviewer's approval"))
 
     def _weights(self, prefix: str) -> dict[str, float]: return {f.name.removeprefix(prefix): getattr(self, f.name) for f in dataclasses.fields(self) if f.name.startswith(prefix)}
     def corpus_mix(self) -> dict[str, float]:

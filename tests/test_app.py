@@ -13,8 +13,9 @@ def app(trained_project):
 
 
 def log_records(project: Path) -> list[dict]:
-    from agent_loop.interactions import read_jsonl
-    return [r for p in sorted((project / "data/interactions").glob("*.jsonl")) for r in read_jsonl(p)[0]]
+    "Every record the project's app processes logged (one file per day and process), in the order they were written."
+    from agent_loop.interactions import read_log
+    return read_log(project / "data/interactions")[0]
 
 
 def test_calculator_question_gets_tool_call_result_and_answer(app, trained_project):

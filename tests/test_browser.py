@@ -51,3 +51,15 @@ def test_a_disliked_reply_can_be_corrected(page, trained_project):
     page.get_by_text("Correction recorded", exact=False).wait_for(timeout=30_000)
     fixes = [r for r in log_records(trained_project) if r["type"] == "correction" and r["turn_id"] == turn["id"]]
     assert [f["answer"] for f in fixes] == ["37 times 12 is 444."] and "tool_calls" not in fixes[0]
+
+
+def test_an_answer_edited_in_the_chat_is_recorded_as_its_correction(page, trained_project):
+    "After the first tests: ✏️ on the agent's answer, a new text, submitted: a correction with that answer is logged against the turn; the chat goes on showing what was served."
+    turn = next(r for r in reversed(log_records(trained_project)) if r["type"] == "turn")
+    page.get_by_role("button", name="Edit").last.click()
+    box = page.locator("textarea").last
+    box.fill("37 times 12 is 444, as the calculator says.")
+    page.get_by_role("button", name="Submit").last.click()
+    page.get_by_text("Correction recorded for turn", exact=False).last.wait_for(timeout=30_000)
+    fixes = [r for r in log_records(trained_project) if r["type"] == "correction" and r["turn_id"] == turn["id"]]
+    assert fixes[-1]["answer"] == "37 times 12 is 444, as the calculator says." and "tool_calls" not in fixes[-1]

@@ -140,13 +140,14 @@ def test_same_params_same_bytes(project, tmp_path):
 
 
 def test_the_loop_closes(project):
-    """New interaction records make prepare stale; the next repro trains on the turns users vouched for (rated up, or corrected through
-    the API: then on the correction, never the rejected reply), drops what it must, and registers a second version."""
+    """New interaction records make prepare stale; the next repro trains on the turns users vouched for and a reviewer approved (rated up,
+    or corrected through the API: then on the correction, never the rejected reply), drops what it must, and registers a second version."""
     from gradio_client import Client
     from agent_loop.app import chat_ui, load_agent
     from agent_loop.config import load_settings
     from agent_loop.data import load_split
     from agent_loop.interactions import InteractionLog
+    from agent_loop.review import decide
     assert "changed" not in run(["dvc", "status"], project).stdout
     first = json.loads((project / "models/current.json").read_text())["version"]
     git_before = run(["git", "status", "--porcelain", "--untracked-files=all"], project).stdout
@@ -154,13 +155,15 @@ def test_the_loop_closes(project):
     calc = lambda q, expr, result, answer: [{"role": "user", "content": q}, {"role": "assistant", "content": "", "tool_calls": [{"name": "calculator", "arguments": {"expression": expr}}]},
                                             {"role": "tool", "name": "calculator", "content": result}, {"role": "assistant", "content": answer}]
     liked = log.log_turn(calc("Please compute 1234 plus 4321 for me", "1234+4321", "5555", "1234 + 4321 = 5555."), {"version": first, "sha256": "x"}, "s1")
-    log.log_feedback(liked, "up")
+    approved = [log.log_feedback(liked, "up")]
     forged = log.log_turn(calc("What is 2 plus 2?", "2+2", "5", "2 + 2 = 5."), {"version": first, "sha256": "x"}, "s3")
-    log.log_feedback(forged, "up")  # a result the calculator never gave: must not teach anything
+    approved.append(log.log_feedback(forged, "up"))  # a result the calculator never gave: must not teach anything, approved or not
     unrated = log.log_turn(calc("What is 3 plus 3?", "3+3", "6", "It is 6."), {"version": first, "sha256": "x"}, "s4")
+    pending = log.log_turn(calc("What is 5 plus 5?", "5+5", "10", "It is 10."), {"version": first, "sha256": "x"}, "s5")
+    log.log_feedback(pending, "up")  # no reviewer has looked at it: as if unrated
     held_out = load_split(project / "data/processed/test.jsonl")[0]["messages"]  # a user asks a benchmark question in the app
     leak = log.log_turn(held_out, {"version": first, "sha256": "x"}, "s2")
-    log.log_feedback(leak, "up")
+    approved.append(log.log_feedback(leak, "up"))
     # a user of the API corrects what the (random) model served
     agent = load_agent(load_settings(project)); demo = chat_ui(agent)
     demo.launch(prevent_thread_lock=True, quiet=True)
@@ -168,8 +171,9 @@ def test_the_loop_closes(project):
         client = Client(demo.local_url, verbose=False)
         served = client.predict("What is 37 times 12?", "", api_name="/chat")
         right = [{"name": "calculator", "arguments": {"expression": "37*12"}}]
-        client.predict(served["turn_id"], json.dumps(right), "37 times 12 is 444.", "use the calculator", api_name="/correct")
+        approved.append(client.predict(served["turn_id"], json.dumps(right), "37 times 12 is 444.", "use the calculator", api_name="/correct")["correction_id"])
     finally: demo.close(); agent.backend.close()
+    for proposal in approved: decide(project / "data/interactions", proposal, "approve", "reviewer")
     with open(log.path(), "a") as f: f.write("this line is not JSON\n")
     assert run(["git", "status", "--porcelain", "--untracked-files=all"], project).stdout == git_before, "raw chat logs never show up in git"
     status = run(["dvc", "status"], project).stdout
@@ -184,7 +188,7 @@ def test_the_loop_closes(project):
     assert "1234 plus 4321" in train[f"log-{liked}"]["prompt"]
     assert train[f"log-{served['turn_id']}"]["messages"] == [{"role": "user", "content": "What is 37 times 12?"}, {"role": "assistant", "content": "", "tool_calls": right},
                                                             {"role": "tool", "name": "calculator", "content": "444"}, {"role": "assistant", "content": "37 times 12 is 444."}]
-    for dropped in (forged, unrated, leak): assert f"log-{dropped}" not in train  # the leak: a logged turn that repeats a test prompt
+    for dropped in (forged, unrated, pending, leak): assert f"log-{dropped}" not in train  # the leak: a logged turn that repeats a test prompt
     # what preference learning may read: the correction as a pair (its call chosen over what the model served), the 👍 reply as chosen
     judged = {r["id"]: r for r in load_split(project / "data/processed/preference.jsonl")}
     assert set(judged) == {f"judged-{liked}", f"judged-{served['turn_id']}"}
@@ -194,7 +198,8 @@ def test_the_loop_closes(project):
     report = json.loads((project / "reports/prepare.json").read_text())
     assert report["log_problems"] == 1
     assert report["interactions"]["kept_as"] == {"corrected": 1, "rated up": 2}
-    assert report["interactions"]["skipped"] == {"a tool result does not replay (forged or stale)": 1, "unrated": 1}
+    assert report["interactions"]["skipped"] == {"a tool result does not replay (forged or stale)": 1, "unrated": 2}
+    assert report["interactions"]["review"] == {"proposed": 5, "trusted": 0, "approved": 4, "rejected": 0, "pending": 1}
     trained = json.loads((project / "reports/train.json").read_text())
     assert trained["steps"] == math.ceil(trained["examples"] / 16), "one pass over every training example"
     assert (trained["preference"]["method"], trained["preference"]["steps"], trained["preference"]["desirable"]) == ("kto", 2, 2)
@@ -205,7 +210,7 @@ def test_the_loop_closes(project):
     manifest = json.loads((project / "models/registry" / max(set(versions) - {first}) / "manifest.json").read_text())
     assert manifest["interactions"]["turns"] == sorted([liked, served["turn_id"]])
     snapshot = [json.loads(line) for line in (project / "data/snapshot/interactions.jsonl").read_text().splitlines()]
-    assert {r["type"] for r in snapshot} == {"turn", "feedback", "correction"} and len(snapshot) == 4
+    assert {r["type"] for r in snapshot} == {"turn", "feedback", "correction", "review"} and len(snapshot) == 6  # with the approvals
 
 
 def test_the_app_serves_the_toolset_the_model_was_trained_with(project):
