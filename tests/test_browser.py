@@ -57,9 +57,9 @@ def test_an_answer_edited_in_the_chat_is_recorded_as_its_correction(page, traine
     "After the first tests: ✏️ on the agent's answer, a new text, submitted: a correction with that answer is logged against the turn; the chat goes on showing what was served."
     turn = next(r for r in reversed(log_records(trained_project)) if r["type"] == "turn")
     page.get_by_role("button", name="Edit").last.click()
-    box = page.locator("textarea").last
-    box.fill("37 times 12 is 444, as the calculator says.")
+    # the agent's turn is one group of bubbles (the tool step, then the answer): each gets its own edit box
+    page.locator("textarea.edit-textarea").last.fill("37 times 12 is 444, as the calculator says.")
     page.get_by_role("button", name="Submit").last.click()
-    page.get_by_text("Correction recorded for turn", exact=False).last.wait_for(timeout=30_000)
+    page.get_by_text("trains on your answer", exact=False).wait_for(timeout=30_000)
     fixes = [r for r in log_records(trained_project) if r["type"] == "correction" and r["turn_id"] == turn["id"]]
     assert fixes[-1]["answer"] == "37 times 12 is 444, as the calculator says." and "tool_calls" not in fixes[-1]
