@@ -238,9 +238,13 @@ def chat_ui(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
             note = f"turn `{res['turn_id'][:8]}` · {st.get('tokens', 0)} tokens · {st.get('tokens_per_s', 0)} tokens/s" if st else f"turn `{res['turn_id'][:8]}`"
             yield "", chat_hist, res["conversation"], turns, sid, note, res["turn_id"], _target_note(res["turn_id"])
 
-        def on_like(turns, current_target, data: gr.LikeData, request: gr.Request = None):
+        def bubble(turns, data) -> tuple[int, str | None]:
+            "The chat bubble an event is about, and the turn it belongs to (None: the user's own message)."
             idx = data.index if isinstance(data.index, int) else data.index[0]
-            turn_id = turns[idx] if 0 <= idx < len(turns) else None
+            return idx, turns[idx] if 0 <= idx < len(turns) else None
+
+        def on_like(turns, current_target, data: gr.LikeData, request: gr.Request = None):
+            _, turn_id = bubble(turns, data)
             if turn_id is None: return "Only the agent's replies can be rated.", current_target, gr.skip()
             # Gradio sends True/"Like", False/"Dislike", or an empty value when a rating is clicked off again
             rating = "up" if data.liked in (True, "Like") else "down" if data.liked in (False, "Dislike") else "none"
@@ -258,12 +262,11 @@ def chat_ui(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
 
         def on_edit(turns, conv, shown, data: gr.EditData, request: gr.Request = None):
             "An edited bubble of the agent's final answer is that turn's corrected answer; the chat goes on showing what was served."
-            idx = data.index if isinstance(data.index, int) else data.index[0]
-            turn_id = turns[idx] if 0 <= idx < len(turns) else None
-            bubble = shown[idx] if 0 <= idx < len(shown) else {}
+            idx, turn_id = bubble(turns, data)
+            edited = shown[idx] if 0 <= idx < len(shown) else {}
             served = to_chat(conv)
             if turn_id is None: return "Only the agent's replies can be corrected.", served
-            if (bubble.get("metadata") or {}).get("title") or idx + 1 < len(turns) and turns[idx + 1] == turn_id:
+            if (edited.get("metadata") or {}).get("title") or idx + 1 < len(turns) and turns[idx + 1] == turn_id:
                 return "Edit the agent's final answer; correct its tool calls under ✏️ Correct a reply.", served
             try: agent.correct(turn_id, None, _text(data.value), "", user=_user(request))
             except (ValueError, LogWriteError) as e: return f"⚠️ Correction not recorded: {e}", served

@@ -9,7 +9,7 @@ from pathlib import Path
 from collections import Counter
 from datasets import Dataset
 from .tools import BUILTIN, DEFAULT_TOOLS, Toolset, load_toolsets, run_tool, tool_schemas
-from .interactions import PROPOSALS, read_jsonl, read_log, review_status
+from .interactions import ACCEPTED, PROPOSALS, STATUSES, read_jsonl, read_log, review_status
 from .config import DataParams
 from .format import call_problem, check_messages
 from . import corpus
@@ -246,7 +246,7 @@ def load_interactions(folder: Path, tools: list = DEFAULT_TOOLS, use_unrated: bo
     reviews = {r["id"]: r for r in records if r.get("type") == "review" and isinstance(r.get("id"), str)}
     for rec in records:
         kind, target = rec.get("type"), rec.get("turn_id")
-        if kind in PROPOSALS and status.get(rec.get("id"), {}).get("status") not in ("approved", "trusted"): continue  # a proposal no one accepted
+        if kind in PROPOSALS and status.get(rec["id"] if isinstance(rec.get("id"), str) else None, {}).get("status") not in ACCEPTED: continue  # not accepted, or superseded
         if kind == "turn" and isinstance(rec.get("id"), str): turns[rec["id"]] = rec
         elif kind == "feedback" and rec.get("rating") in ("up", "down", "none") and isinstance(target, str): ratings[target] = rec
         elif kind == "correction" and isinstance(target, str) and ("tool_calls" in rec or isinstance(rec.get("answer"), str)): corrections[target] = rec
@@ -284,7 +284,7 @@ def load_interactions(folder: Path, tools: list = DEFAULT_TOOLS, use_unrated: bo
                      "prompt": turn[0]["content"], "supervise_from": len(context), "messages": context + turn, "records": records})
     review = Counter(s["status"] for s in status.values())
     report = {"turns": len(turns), "feedback": len(ratings), "corrections": len(corrections), "kept": len(kept),
-              "review": {"proposed": len(status)} | {k: review[k] for k in ("trusted", "approved", "rejected", "pending")},
+              "review": {"proposed": len(status)} | {k: review[k] for k in STATUSES},
               "kept_as": dict(sorted(kept_as.items())), "skipped": dict(sorted(skipped.items())),
               "judged": len(judged), "judged_as": dict(sorted(judged_as.items())), "problems": problems}
     return kept, judged, report

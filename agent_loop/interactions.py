@@ -9,8 +9,8 @@ from pathlib import Path
 from .format import call_problem
 
 # %% auto #0
-__all__ = ['MAX_CORRECTED_CALLS', 'PROPOSALS', 'LogWriteError', 'replica', 'InteractionLog', 'read_jsonl', 'read_log',
-           'review_status']
+__all__ = ['MAX_CORRECTED_CALLS', 'PROPOSALS', 'DECISIONS', 'STATUSES', 'ACCEPTED', 'LogWriteError', 'replica', 'InteractionLog',
+           'read_jsonl', 'read_log', 'review_status']
 
 # %% ../nbs/06_interactions.ipynb #c005
 def _now() -> str: return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
@@ -19,6 +19,11 @@ class LogWriteError(OSError):
     "A record could not be written whole (a full disk, a quota); none of it was kept."
 
 MAX_CORRECTED_CALLS = 8
+PROPOSALS = ("feedback", "correction")  # what a user proposes, and a reviewer decides on
+DECISIONS = ("approve", "reject")
+STATUSES = ("trusted", "approved", "rejected", "pending", "superseded")
+ACCEPTED = ("trusted", "approved")  # what trains
+
 
 def replica() -> str:
     "This process in a log file's name: its host and pid, so that app processes sharing one data folder (on one host or many) never write the same file."
@@ -117,10 +122,11 @@ class InteractionLog:
 
     def log_review(self, proposal_id: str, decision: str, reviewer: str, reason: str = "") -> str:
         "Log a reviewer's decision on a proposal (a feedback or correction record): `approve` or `reject`, who decided and why; the latest decision counts. Returns the review's id."
-        if decision not in ("approve", "reject"): raise ValueError(f"decision must be 'approve' or 'reject', got {str(decision)[:20]!r}")
+        if decision not in DECISIONS: raise ValueError(f"decision must be 'approve' or 'reject', got {str(decision)[:20]!r}")
         if not isinstance(reviewer, str) or not reviewer.strip() or len(reviewer) > 200: raise ValueError("a review names its reviewer (at most 200 characters)")
         if not isinstance(reason, str) or len(reason) > self.max_comment_chars: raise ValueError(f"the reason must be text of at most {self.max_comment_chars:,} characters")
-        if self.kind(proposal_id) not in ("feedback", "correction"): raise ValueError(f"no feedback or correction with id {str(proposal_id)[:64]!r} was logged here")
+        if (kind := self.kind(proposal_id)) not in PROPOSALS:
+            raise ValueError(f"{proposal_id!r} is a {kind}, not a rating or a correction" if kind else f"no rating or correction with id {str(proposal_id)[:64]!r} was logged here")
         return self._logged({"type": "review", "id": uuid.uuid4().hex, "ts": _now(), "proposal_id": proposal_id, "decision": decision, "reviewer": reviewer.strip(), "reason": reason})
 
 def _by(user) -> dict:
@@ -152,20 +158,22 @@ def read_log(folder: Path) -> tuple[list[dict], list[str]]:
     return records, problems
 
 # %% ../nbs/06_interactions.ipynb #52ac4f51
-PROPOSALS = ("feedback", "correction")
+def _str(value) -> str | None: return value if isinstance(value, str) else None
 
 def review_status(records: list[dict], trusted=()) -> dict[str, dict]:
-    """Where each proposal (a feedback or correction record) in `records` stands, by its id: `status` (`trusted`, `approved`, `rejected` or `pending`);
-    for a decided one, the deciding review's `review_id`, `reviewer`, `ts` and `reason`."""
+    """Where each proposal (a feedback or correction record) in `records` stands, by its id: `status`, one of `STATUSES`; for a decided one,
+    the deciding review's `review_id`, `reviewer`, `ts` and `reason`."""
     decided = {r["proposal_id"]: r for r in records
-               if r.get("type") == "review" and isinstance(r.get("proposal_id"), str) and r.get("decision") in ("approve", "reject")}  # the latest counts
+               if r.get("type") == "review" and isinstance(r.get("proposal_id"), str) and r.get("decision") in DECISIONS}  # the latest counts
+    standing = {(r["type"], r["turn_id"]): r["id"] for r in records  # the latest rating and the latest correction of each turn
+                if r.get("type") in PROPOSALS and isinstance(r.get("id"), str) and isinstance(r.get("turn_id"), str)}
     out = {}
     for r in records:
         if r.get("type") not in PROPOSALS or not isinstance(r.get("id"), str): continue
-        user = r.get("user")
-        if "*" in trusted or (isinstance(user, str) and user in trusted): out[r["id"]] = {"status": "trusted"}
+        if standing.get((r["type"], _str(r.get("turn_id")))) != r["id"]: out[r["id"]] = {"status": "superseded"}
         elif review := decided.get(r["id"]):
             out[r["id"]] = {"status": "approved" if review["decision"] == "approve" else "rejected", "review_id": review.get("id"),
                             "reviewer": review.get("reviewer"), "ts": review.get("ts"), "reason": review.get("reason", "")}
+        elif "*" in trusted or _str(r.get("user")) in trusted: out[r["id"]] = {"status": "trusted"}
         else: out[r["id"]] = {"status": "pending"}
     return out

@@ -8,8 +8,8 @@ import functools, re
 
 # %% auto #0
 __all__ = ['PATTERN_ENTITIES', 'NER_ENTITIES', 'NER_MODELS', 'STREET_TYPES', 'STREET_ADDRESS', 'PHONE_REGIONS', 'MIN_SCORE',
-           'Scrubber', 'default_scrubber', 'scrub', 'given_names', 'place_names', 'is_place', 'english_words',
-           'name_spans']
+           'NAME_PARTICLES', 'Scrubber', 'default_scrubber', 'scrub', 'given_names', 'place_names', 'is_place',
+           'english_words', 'name_spans']
 
 # %% ../nbs/16_pii.ipynb #c005
 PATTERN_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "STREET_ADDRESS")
@@ -87,14 +87,26 @@ class Scrubber:
         "What this scrubber finds, and what it cannot."
         from importlib.metadata import version
         return {"engine": f"presidio-analyzer {version('presidio-analyzer')}", "entities": list(self.entities), "ner_model": self.ner_model,
-                "not_found": [] if self.ner_model else ["names: no spaCy English NER model is installed "
+                "not_found": ["a first or a family name alone, and names in lower case"] if self.ner_model else ["names: no spaCy English NER model is installed "
                                                         f"(install one of {', '.join(NER_MODELS)} to find them)"]}
 
+# the small words inside names: "Vincent van Gogh", "Maria de la Cruz", "Omar bin Laden"
+NAME_PARTICLES = ("van", "von", "der", "den", "de", "del", "della", "da", "di", "du", "la", "le", "bin", "binti", "ibn", "al", "el", "y")
+
+def _name_word(word: str) -> bool:
+    "A capitalised word of letters, maybe with an apostrophe or a hyphen: 'Anna', \"O'Brien\", 'Jean-Luc'; not 'JPY', not '491'."
+    w = word.replace("'", "").replace("’", "").replace("-", "")
+    return w[:1].isupper() and not w.isupper() and w.isalpha()
+
 def _full_name(span: str) -> bool:
-    """Whether a span the NER model calls a person reads as a full name: two to four capitalised words, no digits, not all capitals. The small model
-    also calls "Convert 491 liters", "Fahrenheit", "JPY" and a city now and then a person; a name alone ("Tell Anna") is missed so."""
+    """Whether a span the NER model calls a person reads as a full name: two to four name words, maybe with particles between them, the family name
+    maybe in capitals ("John SMITH"). The small model also calls "Convert 491 liters", "Fahrenheit", "JPY" and a city now and then a person;
+    a name alone ("Tell Anna") is missed so."""
     words = span.split()
-    return 2 <= len(words) <= 4 and all(w[0].isupper() and not w.isupper() and not any(c.isdigit() for c in w) for w in words)
+    names = [w for w in words if w not in NAME_PARTICLES]
+    family = words[-1].replace("'", "").replace("’", "").replace("-", "")
+    return (2 <= len(names) <= 4 and _name_word(words[0]) and (_name_word(words[-1]) or family.isalpha() and family.isupper() and len(family) > 1)
+            and all(_name_word(w) for w in names[1:-1]))
 
 @functools.cache
 def default_scrubber() -> Scrubber:
@@ -132,21 +144,17 @@ def english_words(nlp) -> frozenset[str]:
     except KeyError: return frozenset()
     return frozenset(w for ws in index.values() for w in ws)
 
-def _capitalised(token) -> bool:
-    word = token.text.replace("'", "").replace("’", "")
-    return word[:1].isupper() and not word.isupper() and word.isalpha()
-
 def name_spans(doc, words: frozenset[str]) -> list[tuple[int, int]]:
     "Character spans of full names in a spaCy `doc` that its model missed, by the two rules above; `words` are English words, lower case."
     given, found = given_names(), []
     for i, t in enumerate(doc):
         # a verb is no first name, though one may be spelt like it ("Tell Emeka Patel ...", where "Tell" is a name somewhere)
-        if not (_capitalised(t) and t.text in given) or t.pos_ in ("VERB", "AUX") or any(e.label_ in ("LOC", "FAC") and e.start <= i < e.end for e in doc.ents): continue
+        if not (_name_word(t.text) and t.text in given) or t.pos_ in ("VERB", "AUX") or any(e.label_ in ("LOC", "FAC") and e.start <= i < e.end for e in doc.ents): continue
         j = i + 1
-        while j < len(doc) and j - i < 3 and _capitalised(doc[j]): j += 1
+        while j < len(doc) and j - i < 3 and _name_word(doc[j].text): j += 1
         if j - i >= 2 and doc[j - 1].text.lower() not in words and doc[j - 1].text not in given: found.append((t.idx, doc[j - 1].idx + len(doc[j - 1])))
     for e in doc.ents:
         before = doc[e.start - 1] if e.start else None
-        if e.label_ == "PERSON" and len(e) == 1 and before is not None and _capitalised(before) and before.text.lower() not in words:
+        if e.label_ == "PERSON" and len(e) == 1 and before is not None and _name_word(before.text) and before.text.lower() not in words:
             found.append((before.idx, e.end_char))
     return found

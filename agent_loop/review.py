@@ -6,7 +6,7 @@
 from __future__ import annotations
 import json
 from pathlib import Path
-from .interactions import InteractionLog, read_log, review_status
+from .interactions import STATUSES, InteractionLog, read_log, review_status
 
 # %% auto #0
 __all__ = ['proposals', 'decide']
@@ -14,7 +14,8 @@ __all__ = ['proposals', 'decide']
 # %% ../nbs/23_review.ipynb #f28ce98c
 def _said(message: dict) -> str:
     "One message as a reviewer reads it: its text, and its tool calls as name(arguments)."
-    calls = [f"{c.get('name')}({json.dumps(c.get('arguments'), ensure_ascii=False)})" for c in message.get("tool_calls") or [] if isinstance(c, dict)]
+    calls = message.get("tool_calls") if isinstance(message.get("tool_calls"), list) else []
+    calls = [f"{c.get('name')}({json.dumps(c.get('arguments'), ensure_ascii=False)})" for c in calls if isinstance(c, dict)]
     text = message.get("content") if isinstance(message.get("content"), str) else ""
     return " ".join(["🛠️ " + ", ".join(calls)] * bool(calls) + [text] * bool(text.strip()))
 
@@ -27,20 +28,21 @@ def _turn_text(turn: dict) -> tuple[str, str]:
     return request, " ".join(d for d in did if d)
 
 def _proposed(rec: dict) -> str:
-    if rec["type"] == "feedback": return {"up": "👍", "down": "👎", "none": "rating withdrawn"}.get(rec.get("rating"), "?")
+    if rec["type"] == "feedback": return {"up": "👍", "down": "👎", "none": "rating withdrawn"}.get(str(rec.get("rating")), "?")
     return "✏️ " + _said({"tool_calls": rec.get("tool_calls"), "content": rec.get("answer")}) + (" (no tool)" if rec.get("tool_calls") == [] else "")
 
 def proposals(folder: Path, trusted=(), status: str | None = None) -> list[dict]:
     """Every rating and correction in the log at `folder`, oldest first, as a reviewer reads it: `id`, `kind`, `ts`, `user`, `session`, the turn's `request`
     and what the model `did`, what the rater `proposed` and their `comment`, and where it stands (`status`, and for a decided one `reviewer` and `reason`).
-    `trusted`: as `data.trusted_raters`; `status`: only those (`pending`, `approved`, `rejected`, `trusted`)."""
+    `trusted`: as `data.trusted_raters`; `status`: only those (`pending`, `approved`, `rejected`, `trusted` or `superseded`)."""
+    if status is not None and status not in STATUSES: raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {str(status)[:20]!r}")
     records, _ = read_log(folder)
     turns = {r["id"]: r for r in records if r.get("type") == "turn" and isinstance(r.get("id"), str)}
     where = review_status(records, trusted)
     rows = []
     for rec in records:
-        if rec.get("id") not in where or (status and where[rec["id"]]["status"] != status): continue
-        turn = turns.get(rec.get("turn_id"), {})
+        if not isinstance(rec.get("id"), str) or rec["id"] not in where or (status and where[rec["id"]]["status"] != status): continue
+        turn = turns.get(rec["turn_id"], {}) if isinstance(rec.get("turn_id"), str) else {}
         request, did = _turn_text(turn)
         rows.append({"id": rec["id"], "kind": "rating" if rec["type"] == "feedback" else "correction", "ts": rec.get("ts", ""), "user": rec.get("user", ""),
                      "session": turn.get("session_id", ""), "request": request, "did": did, "proposed": _proposed(rec), "comment": rec.get("comment", ""),

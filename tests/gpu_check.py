@@ -12,7 +12,7 @@ with what it measured, whether or not the others passed:
 5. a short real training of the embedded Gemma 3 270M (`train.backend: auto`, bf16), with its tokens/s and loss.
 
 It exits 1 when any check failed, 2 without CUDA (nothing to check)."""
-import argparse, copy, json, subprocess, sys, tempfile, time, traceback
+import argparse, copy, json, os, subprocess, sys, tempfile, time, traceback
 from pathlib import Path
 import torch, yaml
 
@@ -78,9 +78,10 @@ def check_ddp_one_gpu():
         write_splits({"train": Dataset.from_list(data[:16]), "val": Dataset.from_list(data[16:])}, d / "processed")
         cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no",
                "-m", "agent_loop.train_stage", "--params-file", str(d / "params.yaml"), "--data", str(d / "processed"), "--out", str(d / "out"), "--reports", str(d / "reports")]
-        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env={"AGENT_LOOP_WANDB_MODE": "disabled", "PATH": f"{BIN}:/usr/bin:/bin"})
+        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=os.environ | {"AGENT_LOOP_WANDB_MODE": "disabled", "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"})
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
         m = json.loads((d / "out" / "training.json").read_text())["metrics"]
+        assert m.get("processes") == 1, m
         return {k: m[k] for k in ("processes", "precision", "steps", "final_loss") if k in m}
 
 

@@ -185,7 +185,8 @@ def test_names_and_street_addresses_recall():
     found, right = Counter(), Counter()
     for kind, value, text in planted:
         kept = scrub(text)
-        found[kind] += value not in kept
+        # a name is found when no word of it is left ("Margaret [PERSON]" leaks a name); an address when it is gone whole
+        found[kind] += value not in kept if kind == "STREET_ADDRESS" else not any(re.search(rf"\b{re.escape(word)}\b", kept) for word in value.split())
         right[kind] += kept == text.replace(value, f"[{kind.removesuffix('_2')}]")
     print(f"\nNER model {scrub.ner_model} and the first-name rules: names found {found['PERSON'] / n:.1%} (placeholder exactly right {right['PERSON'] / n:.1%}), "
           f"names of the second list {found['PERSON_2'] / n:.1%} ({right['PERSON_2'] / n:.1%}), "

@@ -59,8 +59,10 @@ def test_two_replicas_share_the_log_and_the_model_and_survive_a_kill(trained_pro
         files = {p.name for p in folder.glob("*.jsonl")}
         assert [f for f in files if f.endswith(f"-{a.proc.pid}.jsonl")] and [f for f in files if f.endswith(f"-{b.proc.pid}.jsonl")], files
         # prepare reads both processes' files: every new turn is there to be judged (unrated ones count when use_unrated says so)
-        _, _, report = load_interactions(folder, use_unrated=True)
+        kept, _, report = load_interactions(folder, use_unrated=True)
         assert report["turns"] >= len(before) + len(logged)
+        trained = {k["id"].removeprefix("log-") for k in kept}
+        assert trained & set(acked[a]) and trained & set(acked[b]), "prepare would train on the turns of one replica only"
         print(f"\nreplicas: a acknowledged {len(acked[a])} turns before SIGKILL ({failed[a]} requests failed with it), b {len(acked[b])}; "
               f"{len(logged)} new turns in {len(files)} log files, none torn; both served {version.name} after one promotion")
         promote(current, first, trained_project)
