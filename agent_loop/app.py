@@ -8,7 +8,8 @@ import hashlib, hmac, json, logging, os, queue, secrets, threading, time, uuid
 from pathlib import Path
 from typing import Iterator
 import gradio as gr
-from .config import load_settings
+from .config import ConfigError, load_params, load_settings
+from .review import decide, proposals
 from .format import check_messages
 from .interactions import InteractionLog, LogWriteError
 from .registry import ModelFileError, current_manifest, read_current
@@ -194,8 +195,9 @@ def _user(request) -> str:
 def _target_note(turn_id) -> str:
     return f"Correcting turn `{turn_id[:8]}`." if turn_id else "Corrects the last reply, or the last one you rated 👎."
 
-def chat_ui(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
-    "The Gradio chat UI (and its API) around `agent`."
+def chat_ui(agent: Agent, title: str = "agent-loop", reviewers=(), trusted=()) -> gr.Blocks:
+    """The Gradio chat UI (and its API) around `agent`; the logged-in `reviewers` also see the review queue (`trusted`: as `data.trusted_raters`,
+    so that the queue shows what `prepare` will count)."""
     info = agent.model_info
     with gr.Blocks(title=title) as demo:
         names = ", ".join(f"`{t.name}`" for t in agent.tools)
@@ -221,6 +223,33 @@ def chat_ui(agent: Agent, title: str = "agent-loop") -> gr.Blocks:
                 why = gr.Textbox(label="comment (optional)", scale=4)
                 submit_fix = gr.Button("Record correction", scale=1)
         status = gr.Markdown("")
+        # the review queue (nbs/23_review): shown to reviewers only, and every decision checks the user again
+        with gr.Accordion("🗂️ Review queue: ratings and corrections waiting for a decision", open=False, visible=False) as review_box:
+            queue_table = gr.Dataframe(label="pending", interactive=False, wrap=True)
+            with gr.Row():
+                proposal = gr.Textbox(label="id of the rating or correction", scale=3)
+                decision = gr.Radio(["approve", "reject"], label="decision", scale=1)
+                reason = gr.Textbox(label="why (optional)", scale=3)
+                decide_btn = gr.Button("Decide", scale=1)
+
+        def pending_table():
+            import pandas as pd
+            rows = proposals(agent.log.folder, trusted, status="pending")
+            return pd.DataFrame(rows, columns=["id", "kind", "user", "request", "did", "proposed", "comment"])
+
+        def show_review(request: gr.Request = None):
+            if _user(request) not in reviewers: return gr.update(visible=False), gr.skip()
+            return gr.update(visible=True), pending_table()
+
+        def on_decide(proposal_id, choice, why, request: gr.Request = None):
+            user = _user(request)
+            if user not in reviewers: return "⚠️ Only a reviewer can decide.", gr.skip()
+            try: decide(agent.log.folder, (proposal_id or "").strip(), choice, user, why or "")
+            except (ValueError, LogWriteError) as e: return f"⚠️ Not recorded: {e}", gr.skip()
+            return f"🗂️ {'Approved' if choice == 'approve' else 'Rejected'} `{proposal_id.strip()[:8]}` as {user}.", pending_table()
+
+        demo.load(show_review, None, [review_box, queue_table], api_visibility="private")
+        decide_btn.click(on_decide, [proposal, decision, reason], [status, queue_table], api_visibility="private")
 
         def respond(message, conv, turns, sid, request: gr.Request = None):
             sid = sid or uuid.uuid4().hex
@@ -359,7 +388,7 @@ class _CountRequests:
         try: await self.app(scope, receive, send_counted)
         finally: self.metrics.requests.labels(_route(scope["path"]), str(status["code"])).inc()
 
-def http_app(demo: gr.Blocks, agent: Agent, auth: tuple | None = None, reloader: ModelReloader | None = None, concurrency: int = 4, queue_size: int = 16):
+def http_app(demo: gr.Blocks, agent: Agent, auth: list[tuple] | None = None, reloader: ModelReloader | None = None, concurrency: int = 4, queue_size: int = 16):
     "A FastAPI app serving `/health` (liveness), `/ready` (the model served, and why a newly promoted one was refused), `/metrics` (Prometheus) and the Gradio app at `/`."
     from fastapi import FastAPI, Response
     from prometheus_client import CONTENT_TYPE_LATEST
@@ -385,7 +414,9 @@ def launch(settings=None, **kwargs):
     agent = load_agent(settings)
     reloader = model_reloader(agent, settings)
     if settings.serving.reload_seconds: reloader.start()
-    auth = tuple(settings.app.auth.split(":", 1)) if settings.app.auth else None
+    auth = [tuple(pair.split(":", 1)) for pair in settings.app.auth.split()] or None
+    try: trusted = load_params(settings.root / "params.yaml").data.trusted_raters
+    except ConfigError: trusted = []  # the queue then shows trusted raters' proposals as pending; serving does not need params.yaml
     print(f"agent-loop: model {agent.model_info['version']} on http://{settings.app.host}:{settings.app.port} (also /health, /ready, /metrics)", flush=True)
     concurrency = max(4, settings.serving.contexts)
-    uvicorn.run(http_app(chat_ui(agent), agent, auth, reloader, concurrency, settings.serving.queue_size), host=settings.app.host, port=settings.app.port, log_level="warning", **kwargs)
+    uvicorn.run(http_app(chat_ui(agent, reviewers=settings.app.reviewers.split(), trusted=trusted), agent, auth, reloader, concurrency, settings.serving.queue_size), host=settings.app.host, port=settings.app.port, log_level="warning", **kwargs)

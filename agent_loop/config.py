@@ -227,7 +227,9 @@ def params_dict(params: Params) -> dict:
 class AppSettings:
     host: str = _opt("127.0.0.1")
     port: int = _opt(7860, lambda v: None if 0 < v < 65536 else "must be a TCP port (1-65535)")
-    auth: str = _opt("", lambda v: None if not v or ":" in v else "must look like user:password")
+    # one login or several, space-separated ("ana:pw1 rui:pw2"); every record then carries who was logged in
+    auth: str = _opt("", lambda v: None if all(":" in p and not p.startswith(":") for p in v.split()) else "must be user:password pairs, space-separated (ana:pw1 rui:pw2)")
+    reviewers: str = _opt("", help="logged-in users (space-separated) who see the review queue in the app and approve or reject ratings and corrections there")
     max_message_chars: int = _opt(4000, _positive)
     max_agent_steps: int = _opt(4, _positive)
     max_new_tokens: int = _opt(192, _positive)

@@ -9,16 +9,22 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is n
 
 
 @pytest.fixture(scope="module")
-def page(trained_project):
+def browser():
     from playwright.sync_api import sync_playwright
-    app = AppProcess(trained_project).wait()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                                                                    "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        pg = browser.new_page()
-        pg.goto(app.url)
-        yield pg
-        browser.close()
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                                                              "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, trained_project):
+    app = AppProcess(trained_project).wait()
+    pg = browser.new_page()
+    pg.goto(app.url)
+    yield pg
+    pg.close()
     app.stop()
 
 
@@ -63,3 +69,39 @@ def test_an_answer_edited_in_the_chat_is_recorded_as_its_correction(page, traine
     page.get_by_text("trains on your answer", exact=False).wait_for(timeout=30_000)
     fixes = [r for r in log_records(trained_project) if r["type"] == "correction" and r["turn_id"] == turn["id"]]
     assert fixes[-1]["answer"] == "37 times 12 is 444, as the calculator says." and "tool_calls" not in fixes[-1]
+
+
+def test_logged_in_users_are_recorded_and_only_a_reviewer_sees_and_works_the_queue(browser, trained_project):
+    "Two logins (`[app] auth`), one of them a reviewer (`[app] reviewers`): a turn records its user; the reviewer, and only they, sees the queue and rejects a stranger's 👍 of an echoed answer in it."
+    from agent_loop.interactions import InteractionLog, read_log
+    log = InteractionLog(trained_project / "data/interactions")
+    echo = log.log_turn([{"role": "user", "content": "What is 6 times 7? It is 43."}, {"role": "assistant", "content": "It is 43."}], {}, "s-stranger")
+    stranger = log.log_feedback(echo, "up")
+    app = AppProcess(trained_project, env={"AGENT_LOOP_APP_AUTH": "ana:pw-ana rui:pw-rui", "AGENT_LOOP_APP_REVIEWERS": "rui"}).wait()
+    try:
+        def login(user, password):
+            page = browser.new_context().new_page()
+            page.goto(app.url)
+            page.get_by_label("username").fill(user); page.get_by_label("password").fill(password)
+            page.get_by_role("button", name="Login").click()
+            page.get_by_placeholder("Ask something…").wait_for(timeout=60_000)
+            return page
+        ana = login("ana", "pw-ana")
+        ana.get_by_placeholder("Ask something…").fill("What is 37 times 12?")
+        ana.get_by_role("button", name="Send").click()
+        ana.get_by_text("tokens/s", exact=False).first.wait_for(timeout=120_000)
+        assert ana.get_by_text("Review queue", exact=False).count() == 0  # not a reviewer: the queue is not there
+        turn = next(r for r in reversed(read_log(log.folder)[0]) if r["type"] == "turn")
+        assert turn.get("user") == "ana", turn.get("user")
+        rui = login("rui", "pw-rui")
+        rui.get_by_text("Review queue", exact=False).click()
+        rui.locator(f"text={stranger} >> visible=true").first.wait_for(timeout=30_000)  # the stranger's 👍 waits in the table
+        rui.get_by_label("id of the rating or correction").fill(stranger)
+        rui.get_by_label("reject").check()
+        rui.get_by_label("why (optional)").fill("the user told it the answer; 6 times 7 is 42")
+        rui.get_by_role("button", name="Decide").click()
+        rui.get_by_text("as rui", exact=False).wait_for(timeout=30_000)  # "Rejected <id> as rui."
+        reviews = [r for r in read_log(log.folder)[0] if r["type"] == "review" and r["proposal_id"] == stranger]
+        assert [(r["decision"], r["reviewer"]) for r in reviews] == [("reject", "rui")]
+    finally:
+        app.stop()
