@@ -199,7 +199,7 @@ def test_the_loop_closes(project):
     assert report["log_problems"] == 1
     assert report["interactions"]["kept_as"] == {"corrected": 1, "rated up": 2}
     assert report["interactions"]["skipped"] == {"a tool result does not replay (forged or stale)": 1, "unrated": 2}
-    assert report["interactions"]["review"] == {"proposed": 5, "trusted": 0, "approved": 4, "rejected": 0, "pending": 1}
+    assert report["interactions"]["review"] == {"proposed": 5, "trusted": 0, "approved": 4, "rejected": 0, "pending": 1, "superseded": 0}
     trained = json.loads((project / "reports/train.json").read_text())
     assert trained["steps"] == math.ceil(trained["examples"] / 16), "one pass over every training example"
     assert (trained["preference"]["method"], trained["preference"]["steps"], trained["preference"]["desirable"]) == ("kto", 2, 2)

@@ -136,8 +136,10 @@ def test_deeply_nested_request_is_refused_and_an_old_one_in_the_logs_cannot_brea
     logs = tmp_path / "interactions"  # what an older app may have logged
     InteractionLog(logs).append({"type": "turn", "id": "deep", "turn_start": 2, "messages": nested[:2] + nested[2:3] + [{"role": "user", "content": "again"}, {"role": "assistant", "content": "ok"}]})
     InteractionLog(logs).append({"type": "turn", "id": "deeper", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "tool_calls": [{"name": "f", "arguments": {"a": deep}}]}]})
-    for tid in ("deep", "deeper"): InteractionLog(logs).append({"type": "feedback", "turn_id": tid, "rating": "up"})  # rated, so prepare reads them
-    stats = prepare(load_params(trained_project / "params.yaml"), trained_project, logs, tmp_path / "processed", tmp_path / "snapshot")
+    for tid in ("deep", "deeper"): InteractionLog(logs).append({"type": "feedback", "id": f"up-{tid}", "turn_id": tid, "rating": "up"})  # rated, so prepare reads them
+    params = load_params(trained_project / "params.yaml")
+    params.data.trusted_raters = ["*"]  # and their ratings count without a review
+    stats = prepare(params, trained_project, logs, tmp_path / "processed", tmp_path / "snapshot")
     figure(f"{len(payload):,}-byte nested request: refused, nothing logged; prepare over two such logged turns: {stats['interactions']['skipped']}")
     assert stats["interactions"]["skipped"] == {"malformed message": 2}
 
@@ -158,18 +160,21 @@ SHORT_WRITE = textwrap.dedent("""
 
 
 def test_a_short_write_is_never_acknowledged(tmp_path):
-    from agent_loop.interactions import InteractionLog, read_jsonl
-    log = InteractionLog(tmp_path)
-    log.log_turn([{"role": "user", "content": "first"}], {})
+    "Each writer process appends to its own file of the log folder, from empty, under a file-size limit that cuts its write short at every size."
+    from agent_loop.interactions import InteractionLog, read_log
+    InteractionLog(tmp_path).log_turn([{"role": "user", "content": "first"}], {})
     outcomes = []
+    def files(): return {p.name: p.read_bytes() for p in tmp_path.glob("*.jsonl")}
     for room in range(0, 2400, 97):  # every size of partial write, up to a whole record
-        before = log.path().read_bytes()
+        before = files()
         out = subprocess.run([sys.executable, "-c", SHORT_WRITE, str(tmp_path), str(room)], capture_output=True, text=True, timeout=60).stdout
         outcomes.append(out.split()[0] if out else "CRASHED")
-        after = log.path().read_bytes()
-        if outcomes[-1] == "REFUSED": assert after == before, f"room {room}: a refused record left bytes behind"
-        else: assert outcomes[-1] == "ACKNOWLEDGED" and after.startswith(before) and after.endswith(b"\n")
-    records, problems = read_jsonl(log.path())
+        after = files()
+        assert {k: after[k] for k in before} == before, f"room {room}: another writer's file changed"
+        new = b"".join(after[k] for k in after.keys() - before.keys())
+        if outcomes[-1] == "REFUSED": assert new == b"", f"room {room}: a refused record left bytes behind"
+        else: assert outcomes[-1] == "ACKNOWLEDGED" and new.endswith(b"\n") and new.count(b"\n") == 1, (room, outcomes[-1])
+    records, problems = read_log(tmp_path)
     figure(f"{len(outcomes)} writes against a file-size limit: {outcomes.count('REFUSED')} refused and left the file as it was, "
            f"{outcomes.count('ACKNOWLEDGED')} acknowledged and whole; torn lines: {len(problems)}")
     assert problems == [] and "REFUSED" in outcomes and "ACKNOWLEDGED" in outcomes and len(records) == 1 + outcomes.count("ACKNOWLEDGED")
