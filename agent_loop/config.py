@@ -228,7 +228,8 @@ class AppSettings:
     host: str = _opt("127.0.0.1")
     port: int = _opt(7860, lambda v: None if 0 < v < 65536 else "must be a TCP port (1-65535)")
     # one login or several, space-separated ("ana:pw1 rui:pw2"); every record then carries who was logged in
-    auth: str = _opt("", lambda v: None if all(":" in p and not p.startswith(":") for p in v.split()) else "must be user:password pairs, space-separated (ana:pw1 rui:pw2)")
+    # a user name goes into every record, which takes at most 200 characters
+    auth: str = _opt("", lambda v: None if all(0 < p.find(":") <= 200 for p in v.split()) else "must be user:password pairs, space-separated (ana:pw1 rui:pw2), each user name at most 200 characters")
     reviewers: str = _opt("", help="logged-in users (space-separated) who see the review queue in the app and approve or reject ratings and corrections there")
     max_message_chars: int = _opt(4000, _positive)
     max_agent_steps: int = _opt(4, _positive)
