@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterator
 import gradio as gr
 from .config import ConfigError, load_params, load_settings
-from .review import decide, proposals
+from .review import call_text, decide, proposals
 from .format import check_messages
 from .interactions import InteractionLog, LogWriteError
 from .registry import ModelFileError, current_manifest, read_current
@@ -170,7 +170,7 @@ def check_conversation(conversation_json, max_chars: int, seals: Seals) -> list[
     return [{k: _text(v) if isinstance(v, str) else v for k, v in m.items()} for m in seals.check(conv)]
 
 # %% ../nbs/12_app.ipynb #c011
-def _call_title(call: dict) -> str: return f"🛠️ {call['name']}({json.dumps(call['arguments'], ensure_ascii=False)})"
+def _call_title(call: dict) -> str: return "🛠️ " + call_text(call)
 
 def to_chat(messages: list[dict], partial: str = "") -> list[dict]:
     "Canonical messages as Gradio chat messages; calls still without a result as pending steps, and `partial`, an answer being streamed, last."

@@ -9,13 +9,17 @@ from pathlib import Path
 from .interactions import STATUSES, InteractionLog, read_log, review_status
 
 # %% auto #0
-__all__ = ['proposals', 'decide']
+__all__ = ['call_text', 'proposals', 'decide']
 
 # %% ../nbs/23_review.ipynb #f28ce98c
+def call_text(call: dict) -> str:
+    "A tool call as people read it, in the review queue and in the chat's tool steps: `name({arguments as JSON})`."
+    return f"{call.get('name')}({json.dumps(call.get('arguments'), ensure_ascii=False)})"
+
 def _said(message: dict) -> str:
     "One message as a reviewer reads it: its text, and its tool calls as name(arguments)."
     calls = message.get("tool_calls") if isinstance(message.get("tool_calls"), list) else []
-    calls = [f"{c.get('name')}({json.dumps(c.get('arguments'), ensure_ascii=False)})" for c in calls if isinstance(c, dict)]
+    calls = [call_text(c) for c in calls if isinstance(c, dict)]
     text = message.get("content") if isinstance(message.get("content"), str) else ""
     return " ".join(["🛠️ " + ", ".join(calls)] * bool(calls) + [text] * bool(text.strip()))
 
