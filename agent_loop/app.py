@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterator
 import gradio as gr
 from .config import ConfigError, load_params, load_settings
-from .review import call_text, decide, proposals
+from .review import call_text, proposals
 from .format import check_messages
 from .interactions import InteractionLog, LogWriteError
 from .registry import ModelFileError, current_manifest, read_current
@@ -244,7 +244,7 @@ def chat_ui(agent: Agent, title: str = "agent-loop", reviewers=(), trusted=()) -
         def on_decide(proposal_id, choice, why, request: gr.Request = None):
             user = _user(request)
             if user not in reviewers: return "⚠️ Only a reviewer can decide.", gr.skip()
-            try: decide(agent.log.folder, (proposal_id or "").strip(), choice, user, why or "")
+            try: agent.log.log_review((proposal_id or "").strip(), choice, user, why or "")  # the app's own log: its index and its limits
             except (ValueError, LogWriteError) as e: return f"⚠️ Not recorded: {e}", gr.skip()
             return f"🗂️ {'Approved' if choice == 'approve' else 'Rejected'} `{proposal_id.strip()[:8]}` as {user}.", pending_table()
 
@@ -414,7 +414,7 @@ def launch(settings=None, **kwargs):
     agent = load_agent(settings)
     reloader = model_reloader(agent, settings)
     if settings.serving.reload_seconds: reloader.start()
-    auth = [tuple(pair.split(":", 1)) for pair in settings.app.auth.split()] or None
+    auth = list(settings.app.logins().items()) or None
     try: trusted = load_params(settings.root / "params.yaml").data.trusted_raters
     except ConfigError: trusted = []  # the queue then shows trusted raters' proposals as pending; serving does not need params.yaml
     print(f"agent-loop: model {agent.model_info['version']} on http://{settings.app.host}:{settings.app.port} (also /health, /ready, /metrics)", flush=True)

@@ -10,14 +10,16 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['QUANT_TYPES', 'ConfigError', 'DataParams', 'ToolsParams', 'ModelParams', 'TrainParams', 'FoundationParams',
-           'GateParams', 'EvaluateParams', 'ExportParams', 'Params', 'from_dict', 'project_root', 'load_params',
-           'params_dict', 'AppSettings', 'ServingSettings', 'WandbSettings', 'PathSettings', 'Settings',
+__all__ = ['MAX_USER_CHARS', 'QUANT_TYPES', 'ConfigError', 'DataParams', 'ToolsParams', 'ModelParams', 'TrainParams',
+           'FoundationParams', 'GateParams', 'EvaluateParams', 'ExportParams', 'Params', 'from_dict', 'project_root',
+           'load_params', 'params_dict', 'AppSettings', 'ServingSettings', 'WandbSettings', 'PathSettings', 'Settings',
            'load_settings']
 
 # %% ../nbs/00_config.ipynb #c005
 class ConfigError(ValueError):
     "A value in params.yaml or settings.ini is missing, unknown or of the wrong kind."
+
+MAX_USER_CHARS = 200  # a user name (a login, a rater, a reviewer) as records carry it
 
 def _choices(*allowed):
     "A check that a value is one of `allowed`."
@@ -228,13 +230,17 @@ class AppSettings:
     host: str = _opt("127.0.0.1")
     port: int = _opt(7860, lambda v: None if 0 < v < 65536 else "must be a TCP port (1-65535)")
     # one login or several, space-separated ("ana:pw1 rui:pw2"); every record then carries who was logged in
-    # a user name goes into every record, which takes at most 200 characters
-    auth: str = _opt("", lambda v: None if all(0 < p.find(":") <= 200 for p in v.split()) else "must be user:password pairs, space-separated (ana:pw1 rui:pw2), each user name at most 200 characters")
-    reviewers: str = _opt("", help="logged-in users (space-separated) who see the review queue in the app and approve or reject ratings and corrections there")
+    # a user name goes into every record, which takes at most MAX_USER_CHARS
+    auth: str = _opt("", lambda v: None if all(0 < p.find(":") <= MAX_USER_CHARS for p in v.split()) else f"must be user:password pairs, space-separated (ana:pw1 rui:pw2), each user name at most {MAX_USER_CHARS} characters")
+    reviewers: str = _opt("", help="logged-in users (space-separated, each one of the auth logins) who see the review queue in the app and approve or reject ratings and corrections there")
     max_message_chars: int = _opt(4000, _positive)
     max_agent_steps: int = _opt(4, _positive)
     max_new_tokens: int = _opt(192, _positive)
     redact_logs: bool = _opt(False, help="replace personal data in turns, comments and corrections before they are written to the log")
+
+    def logins(self) -> dict[str, str]:
+        "The `auth` logins: user name to password."
+        return dict(pair.split(":", 1) for pair in self.auth.split())
 
 @dataclass
 class ServingSettings:
@@ -301,5 +307,8 @@ def load_settings(root: str | Path | None = None, environ: dict | None = None) -
         data.setdefault(section, {})[rest[len(section) + 1:]] = value
     try: s = from_dict(Settings, data)
     except ConfigError as e: raise ConfigError(f"settings.ini: {e}") from None
+    if len(s.app.logins()) < len(s.app.auth.split()): raise ConfigError("settings.ini: app.auth: a user name is given twice")
+    if strangers := [r for r in s.app.reviewers.split() if r not in s.app.logins()]:
+        raise ConfigError(f"settings.ini: app.reviewers: {', '.join(strangers)} cannot log in (a reviewer must be one of the app.auth users: {', '.join(s.app.logins()) or 'none'})")
     s.root = root
     return s

@@ -235,7 +235,8 @@ def load_interactions(folder: Path, tools: list = DEFAULT_TOOLS, use_unrated: bo
     """Training conversations and judged replies from the app's logs in `folder`, and a report of what was kept and why the rest was dropped. Never fails on a record.
 
     Ratings and corrections count once a reviewer approved them, or at once when their user is one of the `trusted` raters (`*`: everyone);
-    the others are left as if never made. Corrected turns train on their correction; turns rated 👍 as served; unrated turns only with
+    the others are left as if never made, except that the latest rating and the latest correction of a turn, reviewed or not, stand for
+    it (an earlier one is superseded: a pending newer one takes the turn out of training until it is approved). Corrected turns train on their correction; turns rated 👍 as served; unrated turns only with
     `use_unrated`. A turn served with another toolset than `toolset_sha256` is no example of these tools. Every tool result must replay
     with `tools`. At most `max_per_session` turns of one session (of one user, for turns logged with one) and `max_per_prompt` of one
     request are kept (0: no cap), first logged first kept. Judged replies (for preference learning: chosen, rejected or both) come from

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import datetime, fcntl, json, os, re, socket, threading, uuid
 from pathlib import Path
+from .config import MAX_USER_CHARS
 from .format import call_problem
 
 # %% auto #0
@@ -123,7 +124,7 @@ class InteractionLog:
     def log_review(self, proposal_id: str, decision: str, reviewer: str, reason: str = "") -> str:
         "Log a reviewer's decision on a proposal (a feedback or correction record): `approve` or `reject`, who decided and why; the latest decision counts. Returns the review's id."
         if decision not in DECISIONS: raise ValueError(f"decision must be 'approve' or 'reject', got {str(decision)[:20]!r}")
-        if not isinstance(reviewer, str) or not reviewer.strip() or len(reviewer) > 200: raise ValueError("a review names its reviewer (at most 200 characters)")
+        if not isinstance(reviewer, str) or not reviewer.strip() or len(reviewer) > MAX_USER_CHARS: raise ValueError(f"a review names its reviewer (at most {MAX_USER_CHARS} characters)")
         if not isinstance(reason, str) or len(reason) > self.max_comment_chars: raise ValueError(f"the reason must be text of at most {self.max_comment_chars:,} characters")
         if (kind := self.kind(proposal_id)) not in PROPOSALS:
             raise ValueError(f"{proposal_id!r} is a {kind}, not a rating or a correction" if kind else f"no rating or correction with id {str(proposal_id)[:64]!r} was logged here")
@@ -132,7 +133,7 @@ class InteractionLog:
 def _by(user) -> dict:
     "Who a record comes from, when the app knows (`[app] auth` on): a key only then."
     if user is None or user == "": return {}
-    if not isinstance(user, str) or len(user) > 200: raise ValueError("user must be text of at most 200 characters")
+    if not isinstance(user, str) or len(user) > MAX_USER_CHARS: raise ValueError(f"user must be text of at most {MAX_USER_CHARS} characters")
     return {"user": user}
 
 # %% ../nbs/06_interactions.ipynb #c006

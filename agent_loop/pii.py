@@ -103,6 +103,7 @@ def _full_name(span: str) -> bool:
     maybe in capitals ("John SMITH"). The small model also calls "Convert 491 liters", "Fahrenheit", "JPY" and a city now and then a person;
     a name alone ("Tell Anna") is missed so."""
     words = span.split()
+    if not words: return False
     names = [w for w in words if w not in NAME_PARTICLES]
     family = words[-1].replace("'", "").replace("’", "").replace("-", "")
     return (2 <= len(names) <= 4 and _name_word(words[0]) and (_name_word(words[-1]) or family.isalpha() and family.isupper() and len(family) > 1)
