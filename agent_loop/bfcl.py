@@ -9,11 +9,13 @@ from pathlib import Path
 from .registry import build_atomically
 
 # %% auto #0
-__all__ = ['BFCL_EVAL_VERSION', 'BFCL_SUITES', 'bfcl_wheel', 'to_json_schema', 'load_suite', 'standardize', 'check_calls']
+__all__ = ['BFCL_EVAL_VERSION', 'BFCL_SUITES', 'LIVE_SUITES', 'bfcl_wheel', 'to_json_schema', 'load_suite', 'standardize',
+           'check_calls']
 
 # %% ../nbs/13_bfcl.ipynb #c005
 BFCL_EVAL_VERSION = "2026.3.23"  # the newest bfcl-eval on PyPI when this was written; its data and checker are what this module follows
 BFCL_SUITES = ("simple_python", "multiple", "parallel", "irrelevance")
+LIVE_SUITES = ("live_simple", "live_multiple", "live_irrelevance")  # BFCL v4's live AST suites: requests users sent, in the same wheel
 
 def bfcl_wheel(cache_dir) -> Path:
     "The `bfcl-eval` wheel at `BFCL_EVAL_VERSION`, downloaded once into `cache_dir/bfcl`; a `RuntimeError` saying what to do if it cannot be."
@@ -54,7 +56,8 @@ def to_json_schema(function: dict) -> dict:
     return {"name": function["name"], "description": function.get("description", ""), "parameters": params}
 
 # %% ../nbs/13_bfcl.ipynb #c015
-_CATEGORY = {"simple_python": "simple", "multiple": "multiple", "parallel": "parallel", "irrelevance": "irrelevance"}
+_CATEGORY = {"simple_python": "simple", "multiple": "multiple", "parallel": "parallel", "irrelevance": "irrelevance",
+             "live_simple": "simple", "live_multiple": "multiple", "live_irrelevance": "irrelevance"}
 
 def _jsonl(zf: zipfile.ZipFile, name: str) -> list[dict]:
     return [json.loads(line) for line in zf.read(name).decode("utf-8").splitlines() if line.strip()]
@@ -63,9 +66,10 @@ def _id_key(item_id: str):
     head, _, tail = item_id.rpartition("_")
     return (head, int(tail)) if tail.isdigit() else (item_id, -1)
 
-def load_suite(name: str, cache_dir, limit: int = 0, seed: int = 0) -> list[dict]:
-    "BFCL v4 suite `name` as items `{id, suite, category, messages, tools, expected}`; `limit` > 0: the first `limit` of a shuffle seeded by `seed` (so a smaller sample is part of a larger one), in id order."
-    if name not in _CATEGORY: raise ValueError(f"unknown BFCL suite {name!r}: one of {', '.join(BFCL_SUITES)}")
+def load_suite(name: str, cache_dir, limit: int = 0, seed: int = 0, skip: int = 0) -> list[dict]:
+    """BFCL v4 suite `name` as items `{id, suite, category, messages, tools, expected}`, in id order: the whole suite, or, with `limit` or `skip`,
+    `limit` items (0: all the rest) after the first `skip` of a shuffle seeded by `seed` (so a smaller sample is part of a larger one, and `skip` sets one apart)."""
+    if name not in _CATEGORY: raise ValueError(f"unknown BFCL suite {name!r}: one of {', '.join(_CATEGORY)}")
     with zipfile.ZipFile(bfcl_wheel(cache_dir)) as zf:
         questions = _jsonl(zf, f"bfcl_eval/data/BFCL_v4_{name}.json")
         answer_file = f"bfcl_eval/data/possible_answer/BFCL_v4_{name}.json"
@@ -74,7 +78,7 @@ def load_suite(name: str, cache_dir, limit: int = 0, seed: int = 0) -> list[dict
               "messages": [{"role": m["role"], "content": m["content"]} for m in q["question"][0]],
               "tools": [to_json_schema(f) for f in q["function"]],
               "expected": answers[q["id"]] if _CATEGORY[name] != "irrelevance" else []} for q in questions]
-    if limit > 0: random.Random(seed).shuffle(items); items = items[:limit]
+    if limit > 0 or skip > 0: random.Random(seed).shuffle(items); items = items[skip:skip + limit if limit > 0 else None]
     return sorted(items, key=lambda it: _id_key(it["id"]))
 
 # %% ../nbs/13_bfcl.ipynb #c019

@@ -124,6 +124,8 @@ class GateParams:
     max_category_regression: float = _opt(0.1, _rate, "nor any suite/category's accuracy more than this")
     min_category_cases: int = _opt(10, _non_negative, "categories with fewer cases than this are shown but not gated (too noisy)")
 
+_SEALED_SUITES = ("simple_python", "multiple", "parallel", "irrelevance", "live_simple", "live_multiple", "live_irrelevance")
+
 @dataclass
 class EvaluateParams:
     max_examples: int = _opt(0, _non_negative, "0: the whole test split")
@@ -131,7 +133,11 @@ class EvaluateParams:
     bfcl_suites: list[str] = field(default_factory=lambda: ["simple_python", "multiple", "parallel", "irrelevance"],
                                    metadata=dict(check=lambda v: None if set(v) <= {"simple_python", "multiple", "parallel", "irrelevance"} else "must be among simple_python, multiple, parallel, irrelevance",
                                                  help="BFCL v4 non-live suites scored (evaluation only, never training)"))
-    bfcl_examples: int = _opt(50, _non_negative, "items per BFCL suite, a seeded sample; 0: every item")
+    bfcl_examples: int = _opt(50, _non_negative, "items per BFCL suite in the development sample (may be studied), the first of a seeded shuffle; 0: every item (and no sealed sample)")
+    sealed_suites: list[str] = field(default_factory=lambda: list(_SEALED_SUITES),
+                                     metadata=dict(check=lambda v: None if set(v) <= set(_SEALED_SUITES) else f"must be among {', '.join(_SEALED_SUITES)}",
+                                                   help="BFCL v4 suites of the sealed sample, the live ones among them: reported as rates only, never used to choose anything"))
+    sealed_examples: int = _opt(100, _non_negative, "items per suite in the sealed sample, the next ones of the same shuffle after the development sample; 0: every remaining item")
     base_bfcl: bool = _opt(False, help="score the base model on every case, BFCL too, not only where the gate reads it (the toolsets' first turns): a fixed reference that costs minutes of a fresh machine's first run")
     gate: GateParams = field(default_factory=GateParams)
 

@@ -4,19 +4,16 @@
 
 # %% ../nbs/19_decoding.ipynb #c003
 from __future__ import annotations
-import codecs, datetime, json, math, re
-import dateutil.parser, pint
-from dataclasses import dataclass, replace
+import codecs, json
+from dataclasses import dataclass
 from functools import lru_cache
 import numpy as np
 import llguidance
 from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
-from .format import CALL_CLOSE, CALL_OPEN, END
+from .format import CALL_CLOSE, CALL_OPEN, END, RESULT_CLOSE, RESULT_OPEN, START
 
 # %% auto #0
-__all__ = ['arguments_schema', 'calls_grammar', 'Decoded', 'call_probability', 'decode', 'ground_arguments', 'name_options',
-           'complete_numbers', 'declared_default', 'split_unfounded', 'drop_restatements', 'unglue_numbers',
-           'date_layout', 'read_date', 'conform_arguments', 'settled_calls']
+__all__ = ['arguments_schema', 'calls_grammar', 'Decoded', 'opens_markup', 'call_probability', 'decode']
 
 # %% ../nbs/19_decoding.ipynb #c006
 _ANNOTATIONS = {"description", "title", "default", "examples", "format", "optional", "$comment"}
@@ -47,31 +44,20 @@ def _call_schema(tool: dict, arguments: dict) -> dict:
 def _compiles(schema: dict) -> bool:
     return not llguidance.LLMatcher.validate_grammar(llguidance.LLMatcher.grammar_from_json_schema(schema | {"x-guidance": _COMPACT}))
 
-_CHECKABLE = {"string", "number", "integer", "array"}  # kinds of value ground_arguments can find in the conversation
-
-def _optional_written(arguments: dict) -> dict:
-    "A tool's `arguments` schema with its optional texts, numbers and lists required too: the model writes each, and `ground_arguments` keeps those the conversation gives."
-    props = arguments.get("properties")
-    if not isinstance(props, dict): return arguments
-    checkable = [k for k, s in props.items() if isinstance(s, dict) and isinstance(s.get("type"), str) and s["type"] in _CHECKABLE]
-    return arguments | {"required": [k for k in props if k in arguments.get("required", []) or k in checkable]}
-
 @lru_cache(maxsize=256)
-def _grammar(tools_json: str, write_optional: bool) -> tuple[str, tuple[str, ...]]:
+def _grammar(tools_json: str) -> tuple[str, tuple[str, ...]]:
     calls, loose = [], []
     for tool in json.loads(tools_json):
-        arguments = arguments_schema(tool.get("parameters") or {"type": "object"})
-        call = _call_schema(tool, _optional_written(arguments) if write_optional else arguments)
+        call = _call_schema(tool, arguments_schema(tool.get("parameters") or {"type": "object"}))
         if not _compiles(call): call = _call_schema(tool, {"type": "object"}); loose.append(tool["name"])
         calls.append(call)
     body = json.dumps({"anyOf": calls, "x-guidance": _COMPACT})
     return f'start: call ("\\n" call)*\ncall: {json.dumps(CALL_OPEN)} body {json.dumps(CALL_CLOSE)}\nbody: %json {body}\n', tuple(loose)
 
-def calls_grammar(tools: list[dict], write_optional: bool = True) -> tuple[str, tuple[str, ...]]:
-    """The llguidance (Lark) grammar of a reply made of calls to `tools`, one per line, and the names of tools whose arguments could only be held to 'a JSON object'.
-    With `write_optional`, optional texts, numbers and lists must be written too (for `ground_arguments` to check); without, only the required arguments."""
+def calls_grammar(tools: list[dict]) -> tuple[str, tuple[str, ...]]:
+    "The llguidance (Lark) grammar of a reply made of calls to `tools`, one per line, and the names of tools whose arguments could only be held to 'a JSON object'."
     if not tools: raise ValueError("a calls grammar needs at least one tool")
-    return _grammar(json.dumps(tools), write_optional)  # not sort_keys: the order of properties is part of the grammar
+    return _grammar(json.dumps(tools))  # not sort_keys: the order of properties is part of the grammar
 
 # %% ../nbs/19_decoding.ipynb #c015
 @dataclass
@@ -80,6 +66,14 @@ class Decoded:
     text: str
     call_probability: float | None  # P(the reply opens a tool call), when tools were offered
     decision: str                   # "call", "answer", or "free" (no tools offered)
+
+_TAGS = (CALL_OPEN, CALL_CLOSE, RESULT_OPEN, RESULT_CLOSE, START)
+
+def opens_markup(text: str) -> bool:
+    "Whether `text` holds a tag of the format or ends in the beginning of one (a lone `<` too): what an answer may never write."
+    if "<" not in text: return False
+    tail = text[text.rfind("<"):]
+    return any(tag in text for tag in _TAGS) or any(tag.startswith(tail) for tag in _TAGS)
 
 def _allowed(matcher, mask: np.ndarray, n_vocab: int) -> np.ndarray:
     fill_next_token_bitmask(matcher, mask)
@@ -95,32 +89,41 @@ def _runs_on(text: str, span: int = 64) -> bool:
     tail = text[-span:]
     return len(tail) == span and any(tail == (tail[-p:] * (span // p + 1))[-span:] for p in range(1, 25))
 
+def _plain_token(logits: np.ndarray, text: str, text_of, is_end, candidates: int = 64) -> int:
+    "The likeliest token that does not make `text` open the format's markup (the end of the turn when none of the `candidates` likeliest will do)."
+    best = int(np.argmax(logits))
+    if is_end(best) or not opens_markup(text + text_of([best]).decode("utf-8", errors="ignore")): return best
+    order = np.argsort(-logits)[:candidates]
+    return next((int(t) for t in order if is_end(int(t)) or not opens_markup(text + text_of([int(t)]).decode("utf-8", errors="ignore"))),
+                next(int(t) for t in np.argsort(-logits) if is_end(int(t))))
+
 def call_probability(logits: np.ndarray, opens_call: np.ndarray) -> float:
     "The probability that softmax(`logits`) gives to the tokens marked in `opens_call`."
     weights = np.exp(logits - logits.max())
     return float(weights[opens_call].sum() / weights.sum())
 
 def decode(logits: np.ndarray, step, text_of, is_end, tokenizer, tools: list[dict] | None, max_tokens: int,
-           call_threshold: float | None = None, on_text=None, restart=None, write_optional: bool = True) -> Decoded:
+           call_threshold: float | None = None, on_text=None) -> Decoded:
     """Greedy decoding from `logits`, the scores of the reply's first token; with `tools`, a call when P(call) ≥ `call_threshold`
-    (None: when a call-opening token is the likeliest), its every token inside the calls grammar; else an answer that cannot open a call.
-    A call that repeats one the reply already made ends the reply, without it; a call that repeats one piece of text without end is cut. A reply whose first call is still open at the end is decoded
-    again with only the required arguments written, when `restart()` gives the first token's scores again (the prompt evaluated anew)."""
+    (None: when a call-opening token is the likeliest), its every token inside the calls grammar; else an answer, which never opens the format's markup.
+    With no tools, raw greedy decoding (what llama.cpp or Ollama would do).
+    A call that repeats one the reply already made ends the reply, without it; a call that repeats one piece of text without end is cut there (and is then unclosed)."""
     n_vocab, tokens, text, decision, p_call, matcher = len(logits), [], "", "free", None, None
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
     if tools:
-        matcher = llguidance.LLMatcher(tokenizer, calls_grammar(tools, write_optional)[0])
+        matcher = llguidance.LLMatcher(tokenizer, calls_grammar(tools)[0])
         if matcher.is_error(): raise ValueError(f"the calls grammar did not compile: {matcher.get_error()}")
         mask = allocate_token_bitmask(1, tokenizer.vocab_size)
         allowed = _allowed(matcher, mask, n_vocab)
         p_call = call_probability(logits, allowed)
         decision = "call" if (allowed[int(np.argmax(logits))] if call_threshold is None else p_call >= call_threshold) else "answer"
-        if decision == "answer": logits, matcher = np.where(allowed, -np.inf, logits), None
+        if decision == "answer": matcher = None
     while len(tokens) < max_tokens:
         if matcher is not None:
             if tokens: allowed = _allowed(matcher, mask, n_vocab)
             token = int(np.argmax(np.where(allowed, logits, -np.inf)))
-        else: token = int(np.argmax(logits))
+        elif decision == "answer": token = _plain_token(logits, text, text_of, is_end)
+        else: token = int(np.argmax(logits))  # free: no tools offered, raw greedy decoding
         if is_end(token): break
         feed = [token]
         if matcher is not None:
@@ -136,234 +139,4 @@ def decode(logits: np.ndarray, step, text_of, is_end, tokenizer, tools: list[dic
         if on_text and piece: on_text(piece)
         if len(tokens) >= max_tokens: break
         logits = step(feed)
-    out = Decoded(tokens, text + utf8.decode(b"", final=True), p_call, decision)
-    if decision == "call" and write_optional and restart is not None and CALL_CLOSE not in out.text:
-        # it ran on inside a value where it wanted to end the call and the grammar asked for an optional argument (a model that
-        # writes one call after another until the limit has closed calls: decoding it again would only cost the same again)
-        again = decode(restart(), step, text_of, is_end, tokenizer, tools, max_tokens, 0.0, on_text, write_optional=False)
-        return replace(again, tokens=tokens + again.tokens, call_probability=p_call)
-    return out
-
-# %% ../nbs/19_decoding.ipynb #c020b
-_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d)")  # a unit may follow: 5m, 19th, 10kg
-_UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
-_TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
-_SPELLED = {w: i for i, w in enumerate(_UNITS)} | _TENS | {"hundred": 100, "dozen": 12, "once": 1, "twice": 2, "half": 0.5}
-_COMPOUND = re.compile(rf"\b({'|'.join(_TENS)})[- ]({'|'.join(_UNITS[1:10])})\b")  # twenty-five
-_SCALE = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)\s*(thousand|million|billion|k|bn)\b", re.I)
-_POWER = {"thousand": 3, "k": 3, "million": 6, "billion": 9, "bn": 9}
-
-def _numbers(text: str) -> list[float]:
-    "Every number `text` writes: in digits, in words up to ninety-nine, and in thousands, millions or billions (2.5 million is 2.5 and 2500000; 250k is 250000)."
-    text = text.lower()
-    return ([float(m.group().replace(",", "")) for m in _NUMBER.finditer(text)] + [float(_SPELLED[w]) for w in re.findall(r"[a-z]+", text) if w in _SPELLED]
-            + [float(_TENS[m.group(1)] + _UNITS.index(m.group(2))) for m in _COMPOUND.finditer(text)]
-            + [float(m.group(1)) * 10 ** _POWER[m.group(2)] for m in _SCALE.finditer(text)])
-
-def _leaves(value) -> list:
-    if isinstance(value, dict): return [x for v in value.values() for x in _leaves(v)]
-    if isinstance(value, list): return [x for v in value for x in _leaves(v)]
-    return [value]
-
-def _is_number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-def _words(text: str) -> set[str]:
-    "The words of `text` in lower case, a number and the unit attached to it apart (\"5m\" is 5 and m)."
-    return set(re.findall(r"[^\W\d_]+|\d+", text.lower()))
-
-@lru_cache(maxsize=1)
-def _registry() -> pint.UnitRegistry: return pint.UnitRegistry()
-
-@lru_cache(maxsize=8192)
-def _unit(word: str):
-    "The unit with a dimension that pint reads `word` as (C and F as degrees: \"m\", \"meters\" and \"metre\" are one), or None."
-    try: unit = _registry().parse_units({"C": "degC", "F": "degF"}.get(word, word))
-    except Exception: return None  # pint raises several kinds for words that are no unit
-    return None if unit.dimensionless else unit
-
-def _given(value, text: str, numbers: list[float], elsewhere: list) -> bool:
-    "Whether the conversation (`text`, the `numbers` it writes) gives `value`, which the call's other arguments' values (`elsewhere`) do not use up."
-    if isinstance(value, bool) or value is None: return True
-    if _is_number(value):
-        # as itself, as the percentage of a fraction, or after a minus sign the text sets apart ("y = x - 4" gives -4)
-        written = sum(math.isclose(value, n) or math.isclose(value * 100, n) or (value < 0 and math.isclose(-value, n)) for n in numbers)
-        return written > sum(_is_number(v) and math.isclose(value, v) for v in elsewhere)
-    if isinstance(value, str):
-        words = _words(value)  # whole words: "B" is not given by any text with a b in it
-        if not words or re.search(rf"(?<!\w){re.escape(value.strip().lower())}(?!\w)", text) is not None or words <= _words(text): return True
-        return (unit := _unit(value.strip())) is not None and any(_unit(w) == unit for w in _words(text))  # "m" for "5 meters"
-    return all(_given(v, text, numbers, elsewhere) for v in _leaves(value))
-
-def _option_named(value, spec: dict, text: str) -> bool:
-    """Whether `text` names `value`, one of the texts `spec` enumerates: in full, or by a word that no other option has (\"backstage access\"
-    names \"Backstage Pass\"), three letters long at least (the "in" of "miles in km" names no unit)."""
-    options = [o for o in (spec.get("enum") or []) if isinstance(o, str)] if isinstance(spec, dict) else []
-    if not isinstance(value, str) or value not in options: return False
-    others = set().union(*(_words(o) for o in options if o != value))
-    return len(value.strip()) >= 3 and _given(value, text, [], []) or bool({w for w in _words(value) - others if len(w) >= 3} & _words(text))
-
-def _said(messages: list[dict]) -> str:
-    "What the conversation gives a call to work from: the user's words and the tools' results, in lower case."
-    return " ".join(str(m.get("content") or "") for m in messages if m.get("role") in ("user", "tool")).lower()
-
-def ground_arguments(calls: list[dict], tools: list[dict], messages: list[dict]) -> list[dict]:
-    "`calls` without the optional arguments whose values `messages` (the user's words and the tools' results) do not give."
-    text = _said(messages)
-    numbers, schemas, out = _numbers(text), {t["name"]: t.get("parameters") or {} for t in tools}, []
-    for call in calls:
-        args, schema = call.get("arguments") or {}, schemas.get(call.get("name")) or {}
-        required, props = set(schema.get("required", [])), schema.get("properties") or {}
-        if not isinstance(args, dict): out.append(call); continue
-        kept = {}
-        for key, value in args.items():
-            elsewhere, spec = [v for k, a in args.items() if k != key for v in _leaves(a)], props.get(key) if isinstance(props.get(key), dict) else {}
-            given = lambda v, spec: _given(v, text, numbers, elsewhere) or _option_named(v, spec, text)
-            if key in required or given(value, spec): kept[key] = value
-            elif isinstance(value, list) and not any(isinstance(v, (list, dict)) for v in value):
-                if some := [v for v in value if given(v, spec.get("items"))]: kept[key] = some  # a list keeps the items given
-        out.append(call | {"arguments": kept})
-    return out
-
-# %% ../nbs/19_decoding.ipynb #c753b453
-def name_options(calls: list[dict], tools: list[dict], messages: list[dict]) -> list[dict]:
-    "`calls` with each option of a closed set (a text `enum`) that `messages` do not name replaced by the one option they name, when they name exactly one."
-    text = _said(messages)
-    schemas, out = {t["name"]: (t.get("parameters") or {}).get("properties") or {} for t in tools}, []
-    for call in calls:
-        args, props = call.get("arguments"), schemas.get(call.get("name")) or {}
-        if not isinstance(args, dict): out.append(call); continue
-        chosen = {}
-        for key, value in args.items():
-            spec = props.get(key) if isinstance(props.get(key), dict) else {}
-            if value in (options := [o for o in spec.get("enum") or [] if isinstance(o, str)]) and not (_given(value, text, [], []) or _option_named(value, spec, text)):
-                if len(named := [o for o in options if _option_named(o, spec, text)]) == 1: value = named[0]
-            chosen[key] = value
-        out.append(call | {"arguments": chosen})
-    return out
-
-# %% ../nbs/19_decoding.ipynb #c020g
-_GROUPED = re.compile(r"(?<![\w.,])(\d{1,3})((?:,\d{3})+)(?:\.\d+)?(?!\d|,\d)")  # 2,000,000; a sentence comma may follow
-
-def complete_numbers(calls: list[dict], messages: list[dict]) -> list[dict]:
-    "`calls` with each number the conversation does not write, but that begins exactly one number it writes with thousands separators, replaced by that number."
-    text = _said(messages)
-    numbers, heads = _numbers(text), {}
-    for m in _GROUPED.finditer(text): heads.setdefault(int(m.group(1)), set()).add(float(m.group().replace(",", "")))
-    def complete(v):
-        if isinstance(v, list): return [complete(x) for x in v]
-        if isinstance(v, dict): return {k: complete(x) for k, x in v.items()}
-        if not _is_number(v) or _given(v, text, numbers, []) or len(heads.get(v, ())) != 1: return v
-        full = next(iter(heads[v]))
-        return int(full) if full.is_integer() else full
-    return [call | {"arguments": complete(call["arguments"])} if isinstance(call.get("arguments"), dict) else call for call in calls]
-
-_DEFAULT = re.compile(r"\bdefaults?\b(?: value)?(?: is| to| of|:)?\s*(-?\d+(?:\.\d+)?)\b", re.I)
-
-def declared_default(spec) -> float | None:
-    "The number a parameter's schema `spec` declares as its default: its `default`, or the one its description gives (\"Default is 52.\")."
-    if not isinstance(spec, dict): return None
-    if _is_number(spec.get("default")): return spec["default"]
-    return float(m.group(1)) if (m := _DEFAULT.search(str(spec.get("description") or ""))) else None
-
-def split_unfounded(calls: list[dict], tools: list[dict], messages: list[dict]) -> tuple[list[dict], list[dict]]:
-    """`calls`, their numbers completed, split in two: those whose required numbers `messages` (the user's words and the tools' results) write,
-    or the tool declares as the parameter's default, and those with a required number the model invented."""
-    text, calls = _said(messages), complete_numbers(calls, messages)
-    numbers, schemas, founded, unfounded = _numbers(text), {t["name"]: t.get("parameters") or {} for t in tools}, [], []
-    for call in calls:
-        args, schema = call.get("arguments") or {}, schemas.get(call.get("name")) or {}
-        props = schema.get("properties") or {}
-        invented = [v for k in schema.get("required", []) if isinstance(args, dict) and k in args for v in _leaves(args[k])
-                    if _is_number(v) and v != 0 and not _given(v, text, numbers, []) and v != declared_default(props.get(k))]
-        (unfounded if invented else founded).append(call)
-    return founded, unfounded
-
-# %% ../nbs/19_decoding.ipynb #c020l
-def _same(a, b) -> bool:
-    if _is_number(a) and _is_number(b): return math.isclose(a, b)
-    return isinstance(a, str) and isinstance(b, str) and a.strip().lower() == b.strip().lower()
-
-def drop_restatements(calls: list[dict], messages: list[dict]) -> list[dict]:
-    "`calls` without those after the first that use no value `messages` give which an earlier call did not already use."
-    text = _said(messages)
-    numbers, used, out = _numbers(text), [], []
-    for call in calls:
-        values = [v for v in _leaves(call.get("arguments") or {}) if not isinstance(v, bool) and v is not None]
-        if out and not any(_given(v, text, numbers, []) and not any(_same(v, u) for u in used) for v in values): continue
-        out.append(call); used += values
-    return out
-
-# %% ../nbs/19_decoding.ipynb #5f6e8520
-_ENDS_IN_NUMBER = re.compile(r"(.*\D)\s+(\d+(?:\.\d+)?)")
-
-def unglue_numbers(calls: list[dict], messages: list[dict]) -> list[dict]:
-    "`calls` with a number that ends a text argument taken off it, when another argument of the call holds that number and `messages` write it fewer times than the call uses it."
-    numbers, out = _numbers(_said(messages)), []
-    for call in calls:
-        args = call.get("arguments")
-        if not isinstance(args, dict): out.append(call); continue
-        fixed = dict(args)
-        for key, value in args.items():
-            if not isinstance(value, str) or not (m := _ENDS_IN_NUMBER.fullmatch(value.strip())): continue
-            n = float(m.group(2))
-            uses = 1 + sum(math.isclose(v, n) for k, a in fixed.items() if k != key for v in _leaves(a) if _is_number(v))
-            if uses > 1 and sum(math.isclose(n, x) for x in numbers) < uses: fixed[key] = m.group(1).strip()
-        out.append(call | {"arguments": fixed})
-    return out
-
-# %% ../nbs/19_decoding.ipynb #c020p
-_LAYOUT = re.compile(r"\b(yyyy|mm|dd)([-/.])(yyyy|mm|dd)\2(yyyy|mm|dd)\b", re.I)
-_ISO_EXAMPLE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
-_MONTH = re.compile(r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?", re.I)
-_PERCENT = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)\s*(?:%|per ?cent\b)", re.I)
-
-def date_layout(spec: dict) -> tuple[tuple[str, str, str], str] | None:
-    "The layout a string parameter's schema `spec` declares for a date, as its three fields in order and their separator: (('yyyy', 'mm', 'dd'), '-') for ISO; None when it declares none."
-    if not isinstance(spec, dict) or spec.get("type") != "string": return None
-    if spec.get("format") == "date": return ("yyyy", "mm", "dd"), "-"
-    about = str(spec.get("description") or "")
-    if (m := _LAYOUT.search(about)) and sorted(p.lower() for p in m.group(1, 3, 4)) == ["dd", "mm", "yyyy"]:
-        return tuple(p.lower() for p in m.group(1, 3, 4)), m.group(2)
-    return (("yyyy", "mm", "dd"), "-") if _ISO_EXAMPLE.search(about) else None
-
-def read_date(value: str) -> datetime.date | None:
-    "The date `value` writes, when it can be read only one way; else None."
-    v = value.strip()
-    try:
-        if m := re.fullmatch(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})", v): y, mo, d = map(int, m.groups())
-        elif m := re.fullmatch(r"(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})", v):
-            a, b, y = map(int, m.groups())
-            if a > 12 >= b: d, mo = a, b
-            elif b > 12 >= a: mo, d = a, b
-            else: return None  # day and month cannot be told apart
-        elif _MONTH.search(v) and re.search(r"\b\d{4}\b", v) and re.search(r"(?<!\d)\d{1,2}(?!\d)", v):
-            return dateutil.parser.parse(v, default=datetime.datetime(1, 1, 1)).date()
-        else: return None
-        return datetime.date(y, mo, d)
-    except (ValueError, OverflowError): return None  # no such day
-
-def _in_layout(date: datetime.date, layout) -> str:
-    fields, sep = layout
-    return sep.join({"yyyy": f"{date.year:04d}", "mm": f"{date.month:02d}", "dd": f"{date.day:02d}"}[f] for f in fields)
-
-def conform_arguments(calls: list[dict], tools: list[dict], messages: list[dict]) -> list[dict]:
-    "`calls` with each top-level value in the form its parameter declares: a date in the declared layout, a percentage the user wrote as the fraction a `number` parameter takes unless it speaks of percent."
-    percents = [float(x) for x in _PERCENT.findall(_said(messages))]
-    schemas, out = {t["name"]: (t.get("parameters") or {}).get("properties") or {} for t in tools}, []
-    for call in calls:
-        args, props = call.get("arguments"), schemas.get(call.get("name")) or {}
-        if not isinstance(args, dict): out.append(call); continue
-        conformed = {}
-        for key, value in args.items():
-            spec = props.get(key) if isinstance(props.get(key), dict) else {}
-            if isinstance(value, str) and (layout := date_layout(spec)) and (date := read_date(value)): value = _in_layout(date, layout)
-            elif (_is_number(value) and spec.get("type") == "number" and abs(value) > 1 and any(math.isclose(value, p) for p in percents)
-                  and not re.search(r"percent|%", str(spec.get("description") or ""), re.I)): value = value / 100
-            conformed[key] = value
-        out.append(call | {"arguments": conformed})
-    return out
-
-def settled_calls(calls: list[dict], tools: list[dict], messages: list[dict]) -> list[dict]:
-    "The calls the app runs and the evaluation scores: `calls` with the options `messages` name, each number in one argument, their arguments grounded in `messages`, without restatements, in the forms their parameters declare."
-    calls = unglue_numbers(name_options(calls, tools, messages), messages)
-    return conform_arguments(drop_restatements(ground_arguments(calls, tools, messages), messages), tools, messages)
+    return Decoded(tokens, text + utf8.decode(b"", final=True), p_call, decision)

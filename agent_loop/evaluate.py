@@ -9,12 +9,12 @@ from pathlib import Path
 from .format import parse_reply, render
 from .bfcl import check_calls, load_suite
 from .serving import NEVER_CALL, Completion, next_reply
-from .decoding import settled_calls
 
 # %% auto #0
-__all__ = ['DECODING', 'expected_calls', 'mentions', 'eval_cases', 'bfcl_cases', 'score_case', 'wilson', 'own_cases', 'summarize',
+__all__ = ['REQUESTS_FILE', 'DECODING', 'SAMPLES', 'expected_calls', 'mentions', 'eval_cases', 'bfcl_cases', 'score_case',
+           'wilson', 'own_cases', 'summarize', 'builtin_requests', 'states', 'score_request', 'evaluate_requests',
            'evaluate_model', 'gate', 'decision_curve', 'roc_auc', 'fit_call_threshold', 'CompletionCache', 'gguf_cache',
-           'score_gguf', 'stage_cases', 'evaluate_candidate']
+           'score_gguf', 'stage_cases', 'sealed_cases', 'evaluate_candidate', 'evaluate_sealed']
 
 # %% ../nbs/10_evaluate.ipynb #c005
 def expected_calls(calls: list[dict], tools: list[dict]) -> list[dict]:
@@ -58,10 +58,10 @@ def eval_cases(rows: list[dict]) -> list[dict]:
             cases.append(base | {"step": "final", "prompt": msgs[:-1], "expect_values": [v for v in dict.fromkeys(results) if mentions(final, v)]})
     return cases
 
-def bfcl_cases(suites: list[str], per_suite: int, cache_dir: Path, seed: int = 0) -> list[dict]:
-    "First-turn cases from BFCL's non-live `suites`, `per_suite` items each (a seeded sample; 0: all)."
-    return [{"id": item["id"], "suite": "bfcl", "category": name, "kind": name, "tools": item["tools"], "step": "first",
-             "prompt": item["messages"], "expected": item["expected"]} for name in suites for item in load_suite(name, cache_dir, per_suite, seed)]
+def bfcl_cases(suites: list[str], per_suite: int, cache_dir: Path, seed: int = 0, skip: int = 0, sample: str = "development") -> list[dict]:
+    "First-turn cases from BFCL's `suites`, `per_suite` items each after the first `skip` of a seeded shuffle (0 and 0: all), marked as of `sample`."
+    return [{"id": item["id"], "suite": "bfcl", "category": name, "kind": name, "tools": item["tools"], "step": "first", "sample": sample,
+             "prompt": item["messages"], "expected": item["expected"]} for name in suites for item in load_suite(name, cache_dir, per_suite, seed, skip)]
 
 # %% ../nbs/10_evaluate.ipynb #c008
 def score_case(case: dict, output: str) -> dict:
@@ -70,7 +70,7 @@ def score_case(case: dict, output: str) -> dict:
     row = {k: case[k] for k in ("id", "suite", "category", "kind", "step")} | {"output": output[:500], "reply": reply.kind, "format_valid": reply.kind != "error", "why": reply.error}
     if reply.kind == "error": return row | {"correct": False}
     if case["step"] == "first":
-        calls = settled_calls(reply.calls, case["tools"], case["prompt"]) if reply.kind == "calls" else None
+        calls = reply.calls if reply.kind == "calls" else None  # scored as written: nothing after decoding changes a call
         ok, why = check_calls({"category": case["category"], "tools": case["tools"], "expected": case["expected"]}, calls)
         return row | {"correct": ok, "why": why}
     missing = [v for v in case["expect_values"] if not mentions(reply.text, v)]
@@ -108,6 +108,53 @@ def summarize(rows: list[dict]) -> dict:
             "intervals": {k: wilson(sum(bool(r["correct"]) for r in v), len(v)) for k, v in sorted(groups.items())},
             "lenient": dict(sorted(lenient.items()))}
 
+# %% ../nbs/10_evaluate.ipynb #c008s
+import agent_loop
+REQUESTS_FILE = Path(agent_loop.__file__).parent / "eval_sets" / "builtin_requests.yaml"
+
+def builtin_requests(sample: str | None = None) -> list[dict]:
+    "The hand-written requests for the built-in tools (evaluation only): those of `sample` (`development` or `sealed`), or all."
+    import yaml
+    if sample not in (None, "development", "sealed"): raise ValueError(f"sample must be development or sealed, not {sample!r}")
+    return [it for it in yaml.safe_load(REQUESTS_FILE.read_text()) if sample is None or it["sample"] == sample]
+
+def states(text: str, value: str) -> bool:
+    "Whether `text` states `value`: as a whole token (`mentions`), a number also with thousands separators (777,777) or to two decimals."
+    if mentions(text, value): return True
+    try: x = float(str(value).replace(",", ""))
+    except ValueError: return False
+    return any(mentions(text, form) for form in {f"{x:,.0f}" if x.is_integer() else f"{x:,}", f"{x:,.2f}", f"{x:.2f}"})
+
+def score_request(item: dict, new: list[dict]) -> dict:
+    "How the agent's turn `new` (the messages `run_agent` added) did on the request `item`: the reference's tools called (none for chit-chat) and a final answer that states every reference value."
+    called = [c["name"] for m in new if m["role"] == "assistant" for c in m.get("tool_calls") or []]
+    expected = sorted({c["name"] for c in item["calls"]})
+    final = new[-1] if new else {}
+    answered = final.get("role") == "assistant" and not final.get("error") and not final.get("tool_calls")
+    missing = [v for v in item["answer"] if not states(final.get("content") or "", v)]
+    right_tools = sorted(set(called)) == expected
+    why = ("" if right_tools else f"called {called or 'no tool'}, expected {expected or 'no tool'}") or (final.get("content", "")[:120] if not answered else "") \
+          or (f"the answer lacks {', '.join(missing)}" if missing else "")
+    return {"request": item["request"], "sample": item["sample"], "kind": "+".join(expected) or "no_tool", "right_tools": right_tools,
+            "correct": right_tools and answered and not missing, "why": why, "calls": [c for m in new for c in m.get("tool_calls") or []],
+            "answer": str(final.get("content") or "")[:300]}
+
+def evaluate_requests(backend, items: list[dict], tools=None, call_threshold: float | None = None, max_new_tokens: int = 192,
+                      progress: bool = True, desc: str = "requests") -> tuple[dict, list[dict]]:
+    "Metrics and rows for `backend` on the requests `items`, each run as the app runs a turn (`run_agent` with the built-in tools unless `tools` says otherwise)."
+    from tqdm.auto import tqdm
+    from agent_loop.serving import run_agent
+    from agent_loop.tools import DEFAULT_TOOLS
+    rows = []
+    for item in tqdm(items, desc=desc, disable=not progress, mininterval=5):
+        new, _ = run_agent([{"role": "user", "content": item["request"]}], backend, tools or DEFAULT_TOOLS, max_new_tokens=max_new_tokens, call_threshold=call_threshold)
+        rows.append(score_request(item, new))
+    kinds = {}
+    for r in rows: kinds.setdefault(r["kind"], []).append(r)
+    right = sum(r["correct"] for r in rows)
+    return {"accuracy": _rate(rows), "interval": wilson(right, len(rows)), "cases": len(rows), "right_tools": _rate(rows, "right_tools"),
+            "kinds": {k: _rate(v) for k, v in sorted(kinds.items())}, "kind_cases": {k: len(v) for k, v in sorted(kinds.items())}}, rows
+
 # %% ../nbs/10_evaluate.ipynb #c009
 def evaluate_model(backend, cases: list[dict], max_new_tokens: int = 96, progress: bool = True, desc: str = "evaluate",
                    call_threshold: float | None = None) -> tuple[dict, list[dict]]:
@@ -117,10 +164,10 @@ def evaluate_model(backend, cases: list[dict], max_new_tokens: int = 96, progres
     for case in tqdm(cases, desc=desc, disable=not progress, mininterval=5):
         p = None
         try:
-            out, withdrawn = next_reply(backend, case["prompt"], case["tools"], max_new_tokens, call_threshold)
+            out = next_reply(backend, case["prompt"], case["tools"], max_new_tokens, call_threshold)
             text, p = out.text, out.call_probability; tokens += out.tokens; seconds += out.seconds
-        except Exception as e: text, withdrawn = f"<backend error: {e}>", []
-        rows.append(score_case(case, text) | {"call_probability": p, "withdrawn_calls": len(withdrawn)})
+        except Exception as e: text = f"<backend error: {e}>"
+        rows.append(score_case(case, text) | {"call_probability": p})
     metrics = summarize(rows) | {"decode_tokens_per_s": round(tokens / seconds, 1) if seconds else None}
     return metrics, rows
 
@@ -171,7 +218,7 @@ def fit_call_threshold(probabilities: list[float], should_call: list[bool]) -> t
                                f"calls {pick['calls_when_needed']:.2f} of the time when needed, answers {pick['abstains_when_not']:.2f} when not")
 
 # %% ../nbs/10_evaluate.ipynb #c017
-DECODING = "schema-v10"  # in every cache key: a change to how replies are decoded (nbs/19_decoding) regenerates them
+DECODING = "schema-v11"  # in every cache key: a change to how replies are decoded (nbs/19_decoding) regenerates them
 
 class CompletionCache:
     """Greedy completions of one model, appended to a JSONL file by prompt: a prompt seen before is answered from the file, and
@@ -233,11 +280,20 @@ def _interleave(rows: list[dict]) -> list[dict]:
     return [g[i] for i in range(max(map(len, groups), default=0)) for g in groups if i < len(g)]
 
 def stage_cases(params, settings) -> list[dict]:
-    "The cases the evaluate stage scores: the test split's, taken round-robin by suite up to `evaluate.max_examples` (0: all), then the `evaluate.bfcl_suites`."
+    "The cases the evaluate stage scores: the test split's, taken round-robin by suite up to `evaluate.max_examples` (0: all), then the development sample of the `evaluate.bfcl_suites`."
     from agent_loop.data import load_split
     ev = params.evaluate
     rows = _interleave(load_split(settings.path("processed") / "test.jsonl"))
     return eval_cases(rows[:ev.max_examples] if ev.max_examples else rows) + bfcl_cases(ev.bfcl_suites, ev.bfcl_examples, settings.path("cache"), params.data.seed)
+
+def sealed_cases(params, settings) -> list[dict]:
+    "The sealed sample: of each of the `evaluate.sealed_suites`, the `evaluate.sealed_examples` items after the development sample in the same shuffle (none when the development sample is the whole suite)."
+    ev = params.evaluate
+    if ev.bfcl_examples == 0: return []
+    return bfcl_cases(ev.sealed_suites, ev.sealed_examples, settings.path("cache"), params.data.seed, skip=ev.bfcl_examples, sample="sealed")
+
+SAMPLES = {"development": "may be studied item by item, and is what every rule, threshold and data change is judged on",
+           "sealed": "reported only as rates, never used to choose a rule, a threshold, data or a checkpoint (the gate cannot read it)"}
 
 def evaluate_candidate(params, settings, progress: bool = True) -> tuple[dict, list[dict]]:
     "Build the candidate's shipped GGUF, score candidate and current on the test split and BFCL and the base where the gate reads it (on everything with `evaluate.base_bfcl`), apply the gate; return the report and every scored case."
@@ -267,6 +323,8 @@ def evaluate_candidate(params, settings, progress: bool = True) -> tuple[dict, l
             decisions[who] = {"call_threshold": threshold, "how": how, "auc_validation": roc_auc(ps, should_call), "curve": decision_curve(ps, should_call)}
             mine = [c for c in own_cases(cases) if c["step"] == "first"] if who == "base" and not ev.base_bfcl else cases
             metrics, rows = evaluate_model(store, mine, ev.max_new_tokens, progress, who, threshold)
+            if who == "candidate":  # the hand-written requests' development half, run as the app runs a turn
+                metrics["requests"], request_rows = evaluate_requests(store, builtin_requests("development"), None, threshold, ev.max_new_tokens, progress, "requests")
         finally: store.close()
         first = [r for r in rows if r["step"] == "first" and r["call_probability"] is not None]
         for suite in sorted({r["suite"] for r in first}):
@@ -278,5 +336,29 @@ def evaluate_candidate(params, settings, progress: bool = True) -> tuple[dict, l
               "current_version": current["version"] if current else None, "current_sha256": current["sha256"] if current else None, "promoted": promoted, "reasons": reasons,
               "candidate_gguf": str(candidate.relative_to(root)), "candidate_sha256": shas["candidate"], "quantization": params.export.quantization,
               "candidate_adapter_sha256": sha256_file(adapter / "adapter_model.safetensors"),
-              "call_threshold": decisions["candidate"]["call_threshold"], "decisions": decisions}
-    return report, scored
+              "call_threshold": decisions["candidate"]["call_threshold"], "decisions": decisions,
+              "samples": {"bfcl": f"development: the first {ev.bfcl_examples or 'all'} items of each suite's shuffle (seed {params.data.seed}); {SAMPLES['development']}",
+                          "requests": f"development: the {len(request_rows)} development requests of builtin_requests; {SAMPLES['development']}"}}
+    return report, scored + [r | {"model": "candidate", "suite": "requests", "step": "turn"} for r in request_rows]
+
+
+def evaluate_sealed(params, settings, progress: bool = True) -> tuple[dict, list[dict]]:
+    """The sealed stage: the GGUF the evaluate stage scored (`reports/evaluate.json` names it and its call threshold) on the sealed sample of BFCL
+    and on the sealed hand-written requests. Nothing reads its report to decide anything: it says how the model does where nobody tuned."""
+    from agent_loop.registry import sha256_file
+    ev, reports = params.evaluate, settings.path("reports")
+    decided = json.loads((reports / "evaluate.json").read_text())
+    gguf, threshold = settings.root / decided["candidate_gguf"], decided["call_threshold"]
+    if sha256_file(gguf) != decided["candidate_sha256"]: raise RuntimeError(f"{gguf} is not the GGUF reports/evaluate.json scored: run `dvc repro evaluate` first")
+    store = gguf_cache(gguf, decided["candidate_sha256"], settings.path("cache"), settings.serving.threads, settings.serving.context_length)
+    try:
+        cases = sealed_cases(params, settings)
+        metrics, rows = evaluate_model(store, cases, ev.max_new_tokens, progress, "sealed BFCL", threshold)
+        requests, request_rows = evaluate_requests(store, builtin_requests("sealed"), None, threshold, ev.max_new_tokens, progress, "sealed requests")
+    finally: store.close()
+    report = {"candidate_sha256": decided["candidate_sha256"], "call_threshold": threshold, "bfcl": {k: metrics[k] for k in ("categories", "category_cases", "intervals", "lenient", "cases")},
+              "requests": requests, "generated": store.generated,
+              "samples": {"bfcl": f"sealed: of each suite, the {ev.sealed_examples or 'remaining'} items after the first {ev.bfcl_examples} (the development sample) of the same shuffle "
+                                  f"(seed {params.data.seed}); {SAMPLES['sealed']}",
+                          "requests": f"sealed: the {len(request_rows)} sealed requests of builtin_requests; {SAMPLES['sealed']}"}}
+    return report, rows + [r | {"suite": "requests", "step": "turn"} for r in request_rows]

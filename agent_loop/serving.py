@@ -4,11 +4,11 @@
 
 # %% ../nbs/09_serving.ipynb #c003
 from __future__ import annotations
-import dataclasses, json, os, threading, time
+import json, os, threading, time
 from dataclasses import dataclass
 from pathlib import Path
-from .decoding import decode, settled_calls, split_unfounded
-from .format import CALL_OPEN, END, format_call, parse_reply, render
+from .decoding import decode
+from .format import CALL_OPEN, END, parse_reply, render
 from .ollama import messages_for_ollama, reply_from_ollama, tools_for_ollama
 from .registry import ModelFileError, check_gguf
 from .tools import DEFAULT_TOOLS, Tool, run_tool, tool_schemas
@@ -85,7 +85,7 @@ class LlamaCppBackend:
         with self.lock:
             t0 = time.time()
             out = decode(self._prefill(ids), self._step, lambda t: self.llm.detokenize(t, special=True), lambda t: llama_cpp.llama_vocab_is_eog(self._vocab, t),
-                         self.guidance_tokenizer() if tools else None, tools, max_tokens, call_threshold, on_text, restart=lambda: self._prefill(ids))
+                         self.guidance_tokenizer() if tools else None, tools, max_tokens, call_threshold, on_text)
             return Completion(out.text, len(out.tokens), time.time() - t0, out.call_probability, out.decision)
 
     def close(self):
@@ -204,21 +204,11 @@ class LlamaCppPool:
 # %% ../nbs/09_serving.ipynb #c006g
 NEVER_CALL = 2.0  # a call threshold that no P(call) reaches: the reply is an answer
 
-def next_reply(backend, messages: list[dict], tools: list[dict], max_new_tokens: int = 192, call_threshold: float | None = None,
-               listen=None) -> tuple[Completion, list[dict]]:
-    """The model's next reply to `messages` with `tools` (schemas) offered, and the calls withdrawn from it because a required number in them was invented.
-    `listen()`, if given, makes the `on_text` listener of each decoding (a withdrawn reply is decoded again, and its listener starts afresh)."""
-    streaming = lambda: {"on_text": listen()} if listen else {}
-    if hasattr(backend, "chat"): return backend.chat(messages, tools, max_new_tokens, **streaming()), []  # renders the prompt itself (Ollama's template)
-    prompt = render(messages, tools)
-    out = backend.complete(prompt, max_new_tokens, tools=tools, call_threshold=call_threshold, **streaming())
-    reply = parse_reply(out.text, tools)
-    if out.decision != "call" or reply.kind != "calls": return out, []
-    founded, unfounded = split_unfounded(reply.calls, tools, messages)
-    if not unfounded and founded == reply.calls: return out, []
-    if founded: return dataclasses.replace(out, text="\n".join(map(format_call, founded))), unfounded
-    again = backend.complete(prompt, max_new_tokens, tools=tools, call_threshold=NEVER_CALL, **streaming())
-    return dataclasses.replace(again, tokens=out.tokens + again.tokens, seconds=out.seconds + again.seconds, call_probability=out.call_probability), unfounded
+def next_reply(backend, messages: list[dict], tools: list[dict], max_new_tokens: int = 192, call_threshold: float | None = None, on_text=None) -> Completion:
+    "The model's next reply to `messages` with `tools` (schemas) offered, as the backend decoded it; `on_text`, if given, receives its text as it comes."
+    streaming = {"on_text": on_text} if on_text else {}
+    if hasattr(backend, "chat"): return backend.chat(messages, tools, max_new_tokens, **streaming)  # renders the prompt itself (Ollama's template)
+    return backend.complete(render(messages, tools), max_new_tokens, tools=tools, call_threshold=call_threshold, **streaming)
 
 # %% ../nbs/09_serving.ipynb #c008
 class _AnswerText:
@@ -245,20 +235,17 @@ def run_agent(messages: list[dict], backend, tools: list[Tool] = DEFAULT_TOOLS, 
             if on_event: on_event({"type": "message", "message": m})
     for _ in range(max_steps):
         stats["steps"] += 1
-        listen = (lambda: _AnswerText(on_event, started, stats)) if on_event else None
-        try: out, withdrawn = next_reply(backend, messages + new, schemas, max_new_tokens, call_threshold, listen)
+        try: out = next_reply(backend, messages + new, schemas, max_new_tokens, call_threshold, _AnswerText(on_event, started, stats) if on_event else None)
         except ContextOverflow as e: add({"role": "assistant", "content": f"⚠️ {e}. Start a new chat.", "error": "context_overflow"}); break
         except Busy: add({"role": "assistant", "content": "⚠️ The server is busy; please try again in a moment.", "error": "busy"}); break
         except Exception as e: add({"role": "assistant", "content": f"⚠️ The model backend failed: {type(e).__name__}: {e}", "error": "backend"}); break
         stats["tokens"] += out.tokens; stats["seconds"] += out.seconds
-        if withdrawn: stats.setdefault("withdrawn_calls", []).extend(c["name"] for c in withdrawn)  # names only: the log keeps no unredacted values
         reply = parse_reply(out.text, schemas)
         if reply.kind == "answer": add({"role": "assistant", "content": reply.text}); break
         if reply.kind == "error":
             add({"role": "assistant", "content": f"⚠️ The model's reply was malformed: {reply.error}", "error": "format", "raw": out.text}); break
-        calls = settled_calls(reply.calls, schemas, messages + new)  # optional arguments only where the conversation gives them; no restatements
-        add({"role": "assistant", "content": "", "tool_calls": calls})
-        add(*(run_tool(c, tools) for c in calls))
+        add({"role": "assistant", "content": "", "tool_calls": reply.calls, "written": out.text})  # what runs is what the model wrote
+        add(*(run_tool(c, tools) for c in reply.calls))
     else:
         add({"role": "assistant", "content": f"⚠️ No answer after {max_steps} tool rounds.", "error": "max_steps"})
     stats["tokens_per_s"] = round(stats["tokens"] / stats["seconds"], 1) if stats["seconds"] else 0.0

@@ -1,6 +1,7 @@
 """Invariant 4: benchmarks are for evaluation only. The training data that `prepare` writes at the project's params with the
 larger preset's data section (more of the generated corpus), and the conversations the foundation trains on, hold no BFCL
-question and no BFCL function, and none of the corpus functions held out (for the test split, or for validation, where the
+question and no BFCL function (of the live suites, no question and no description), none of the hand-written requests for the
+built-in tools, and none of the corpus functions held out (for the test split, or for validation, where the
 call threshold meets tools never trained on)."""
 import json
 from pathlib import Path
@@ -32,7 +33,7 @@ def foundation_rows():
 
 
 def no_bfcl_in(trained: list[dict]):
-    from agent_loop.bfcl import BFCL_SUITES, load_suite
+    from agent_loop.bfcl import BFCL_SUITES, LIVE_SUITES, load_suite
     prompts = {_words(m["content"]) for r in trained for m in r["messages"] if m["role"] == "user"}
     functions = {t["name"] for r in trained for t in r["tools"]}
     descriptions = {_words(t["description"]) for r in trained for t in r["tools"]}
@@ -45,6 +46,19 @@ def no_bfcl_in(trained: list[dict]):
     assert not leaked, f"BFCL questions in the training data: {leaked[:5]}"
     clashes = sorted({t["name"] for item in items for t in item["tools"] if t["name"] in functions or _words(t["description"]) in descriptions})
     assert not clashes, f"BFCL functions in the training data: {clashes[:10]}"
+    # the live suites: users' requests to real APIs, whose common names (get_weather...) a generated family may share; their questions and
+    # descriptions may not
+    live = [item for suite in LIVE_SUITES for item in load_suite(suite, cache)]
+    assert len(live) == 258 + 1053 + 884, "every live item is checked"
+    leaked = [item["id"] for item in live if any(_words(m["content"]) in prompts for m in item["messages"] if m["role"] == "user")]
+    assert not leaked, f"live BFCL questions in the training data: {leaked[:5]}"
+    copied = sorted({t["name"] for item in live for t in item["tools"] if _words(t["description"]) and _words(t["description"]) in descriptions})
+    assert not copied, f"live BFCL descriptions in the training data: {copied[:10]}"
+    from agent_loop.evaluate import builtin_requests
+    requests = builtin_requests()
+    assert len(requests) >= 100
+    typed = [r["request"] for r in requests if _words(r["request"]) in prompts]
+    assert not typed, f"hand-written evaluation requests in the training data: {typed[:5]}"
 
 
 def test_no_bfcl_question_or_function_in_training(prepared):

@@ -38,7 +38,7 @@ def test_every_notebook_and_page_is_in_the_site(site):
         assert "<title>" in html and len(html) > 5000, page
     decoding = (site / "19_decoding.html").read_text()
     # nbdev rendered show_doc (a signature and its docstring) and dropped the export directives
-    assert "settled_calls" in decoding and "#| export" not in decoding
+    assert "calls_grammar" in decoding and "#| export" not in decoding
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed: `make test` installs it when run as root; otherwise `sudo apt-get install chromium`")
@@ -54,6 +54,6 @@ def test_the_site_reads_in_a_browser(site, tmp_path):
         page.wait_for_url("**/guide.html")
         assert "The foundation" in page.inner_text("article")
         page.goto((site / "19_decoding.html").as_uri())
-        assert "settled_calls" in page.inner_text("body")
+        assert "calls_grammar" in page.inner_text("body")
         page.screenshot(path=str(tmp_path / "decoding.png"), full_page=False)
         browser.close()

@@ -32,7 +32,7 @@ def test_nbdev_clean_changes_nothing(tmp_path):
 def test_pipeline_notebooks_keep_the_parameters_tag():
     import json
     nbs = sorted((ROOT / "nbs/pipeline").glob("*.ipynb"))
-    assert [nb.stem for nb in nbs] == ["00_foundation", "01_prepare", "02_train", "03_evaluate", "04_export"]
+    assert [nb.stem for nb in nbs] == ["00_foundation", "01_prepare", "02_train", "03_evaluate", "04_export", "05_sealed"]
     for nb in nbs:
         tags = [t for c in json.loads(nb.read_text())["cells"] for t in c.get("metadata", {}).get("tags", [])]
         assert "parameters" in tags, nb.name
