@@ -324,7 +324,7 @@ def evaluate_candidate(params, settings, progress: bool = True) -> tuple[dict, l
             mine = [c for c in own_cases(cases) if c["step"] == "first"] if who == "base" and not ev.base_bfcl else cases
             metrics, rows = evaluate_model(store, mine, ev.max_new_tokens, progress, who, threshold)
             if who == "candidate":  # the hand-written requests' development half, run as the app runs a turn
-                metrics["requests"], request_rows = evaluate_requests(store, builtin_requests("development"), None, threshold, ev.max_new_tokens, progress, "requests")
+                metrics["requests"], request_rows = evaluate_requests(store, builtin_requests("development")[:ev.max_requests or None], None, threshold, ev.max_new_tokens, progress, "requests")
         finally: store.close()
         first = [r for r in rows if r["step"] == "first" and r["call_probability"] is not None]
         for suite in sorted({r["suite"] for r in first}):
@@ -354,7 +354,7 @@ def evaluate_sealed(params, settings, progress: bool = True) -> tuple[dict, list
     try:
         cases = sealed_cases(params, settings)
         metrics, rows = evaluate_model(store, cases, ev.max_new_tokens, progress, "sealed BFCL", threshold)
-        requests, request_rows = evaluate_requests(store, builtin_requests("sealed"), None, threshold, ev.max_new_tokens, progress, "sealed requests")
+        requests, request_rows = evaluate_requests(store, builtin_requests("sealed")[:ev.max_requests or None], None, threshold, ev.max_new_tokens, progress, "sealed requests")
     finally: store.close()
     report = {"candidate_sha256": decided["candidate_sha256"], "call_threshold": threshold, "bfcl": {k: metrics[k] for k in ("categories", "category_cases", "intervals", "lenient", "cases")},
               "requests": requests, "generated": store.generated,

@@ -87,6 +87,9 @@ def _eval(node):
 
 _WORD_OPS = [(re.compile(rf"\b{w}\b", re.I), op) for w, op in [("to the power of", "**"), ("multiplied by", "*"), ("divided by", "/"),
                                                                    ("times", "*"), ("plus", "+"), ("minus", "-"), ("over", "/")]]
+# "15% of 2460", "15 percent of 2460", "2460 * 15%": a percentage, as people type it; "7 % 3" (a number follows) stays Python's remainder
+_PERCENT_OF = re.compile(r"(\d+(?:\.\d+)?)\s*(?:%|\bper ?cent\b)\s*of\b", re.I)
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*(?:%|\bper ?cent\b)(?!\s*[\d(.])", re.I)
 
 def calculator(expression: str) -> str:
     """Arithmetic with + - * / ** and parentheses.
@@ -95,6 +98,7 @@ def calculator(expression: str) -> str:
         expression: The arithmetic expression, e.g. (3 + 4) * 12
     """
     expr = expression.replace("×", "*").replace("÷", "/").replace("^", "**").strip()
+    expr = _PERCENT.sub(r"(\1/100)", _PERCENT_OF.sub(r"(\1/100)*", expr))
     for rx, op in _WORD_OPS: expr = rx.sub(op, expr)
     if len(expr) > 200: raise ValueError("expression longer than 200 characters")
     try: tree = ast.parse(expr, mode="eval")

@@ -10,7 +10,7 @@ from conftest import make_project, run
 TINY = {"tools": {"toolsets": ["builtin", "toolsets/harbour.py"]},
         "data": {"n_examples": 60, "corpus_examples": 40, "heldout_examples": 10, "heldout_val_examples": 12}, "model": {"base": "tiny-random:gemma3"},
         "train": {"max_steps": 3, "batch_size": 2, "log_every": 1},
-        "evaluate": {"max_examples": 6, "max_new_tokens": 8, "bfcl_examples": 2,
+        "evaluate": {"max_examples": 6, "max_new_tokens": 8, "bfcl_examples": 2, "sealed_examples": 2, "max_requests": 3,
                      # a random model scores zero: open the gate so that promotion itself is exercised
                      "gate": {"min_tool_call_accuracy": 0.0, "min_format_valid_rate": 0.0, "min_gain_over_base": 0.0,
                               "max_regression_vs_current": 1.0, "max_category_regression": 1.0}}}
@@ -89,8 +89,26 @@ def test_every_artefact(project):
     assert "bfcl/parallel" in (project / "reports/evaluate_categories.csv").read_text()
     curve = (project / "reports/train_curve.csv").read_text().splitlines()
     assert curve[0].startswith("step,loss") and len(curve) == 4
-    for nb in ("01_prepare", "02_train", "03_evaluate", "04_export"): assert (project / f"reports/{nb}.ipynb").exists()
-    assert len(list((project / "wandb").glob("offline-run-*"))) == 4, "each stage logs an offline W&B run (foundation is frozen)"
+    for nb in ("01_prepare", "02_train", "03_evaluate", "04_export", "05_sealed"): assert (project / f"reports/{nb}.ipynb").exists()
+    assert len(list((project / "wandb").glob("offline-run-*"))) == 5, "each stage logs an offline W&B run (foundation is frozen)"
+
+
+def test_the_reports_say_which_sample(project):
+    "The development sample (evaluate: may be studied) and the sealed one (its own stage, which export does not depend on) are disjoint, and each report says which it holds."
+    ev, sealed = (json.loads((project / f"reports/{name}.json").read_text()) for name in ("evaluate", "sealed"))
+    assert ev["samples"]["bfcl"].startswith("development:") and ev["samples"]["requests"].startswith("development:")
+    assert sealed["samples"]["bfcl"].startswith("sealed:") and sealed["samples"]["requests"].startswith("sealed:")
+    assert sealed["candidate_sha256"] == ev["candidate_sha256"] and sealed["call_threshold"] == ev["call_threshold"]
+    cases = lambda name: [json.loads(line) for line in (project / f"reports/{name}_cases.jsonl").read_text().splitlines()]
+    dev = {r["id"] for r in cases("evaluate") if r["suite"] == "bfcl"}
+    held = {r["id"] for r in cases("sealed") if r["suite"] == "bfcl"}
+    assert len(dev) == 4 * 2 and len(held) == 7 * 2 and not dev & held
+    assert {r["category"] for r in cases("sealed") if r["suite"] == "bfcl"} >= {"live_simple", "live_multiple", "live_irrelevance"}
+    asked = lambda name: {r["request"] for r in cases(name) if r["suite"] == "requests"}
+    assert len(asked("evaluate")) == len(asked("sealed")) == 3 and not asked("evaluate") & asked("sealed")
+    assert ev["candidate"]["requests"]["cases"] == sealed["requests"]["cases"] == 3
+    export_deps = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]["export"]["deps"]
+    assert not [d for d in export_deps if "sealed" in d], "the gate and export never read the sealed sample"
 
 
 def test_registry_and_current(project):
