@@ -14,7 +14,7 @@ from .serving import NEVER_CALL, Completion, next_reply
 __all__ = ['REQUESTS_FILE', 'DECODING', 'SAMPLES', 'expected_calls', 'mentions', 'eval_cases', 'bfcl_cases', 'score_case',
            'wilson', 'own_cases', 'summarize', 'builtin_requests', 'states', 'score_request', 'evaluate_requests',
            'evaluate_model', 'gate', 'decision_curve', 'roc_auc', 'fit_call_threshold', 'CompletionCache', 'gguf_cache',
-           'score_gguf', 'stage_cases', 'sealed_cases', 'evaluate_candidate', 'evaluate_sealed']
+           'score_gguf', 'stage_cases', 'sealed_cases', 'evaluate_candidate', 'FreeDecoding', 'evaluate_sealed']
 
 # %% ../nbs/10_evaluate.ipynb #c005
 def expected_calls(calls: list[dict], tools: list[dict]) -> list[dict]:
@@ -342,9 +342,16 @@ def evaluate_candidate(params, settings, progress: bool = True) -> tuple[dict, l
     return report, scored + [r | {"model": "candidate", "suite": "requests", "step": "turn"} for r in request_rows]
 
 
+class FreeDecoding:
+    "`backend` as Ollama serves the model: the same prompt (the Modelfile's template is this format), decoded freely, with no schema constraint and no call threshold."
+    def __init__(self, backend): self.backend = backend
+    def complete(self, prompt: str, max_tokens: int = 128, tools=None, call_threshold=None, **streaming) -> Completion:
+        return self.backend.complete(prompt, max_tokens, **streaming)
+
 def evaluate_sealed(params, settings, progress: bool = True) -> tuple[dict, list[dict]]:
     """The sealed stage: the GGUF the evaluate stage scored (`reports/evaluate.json` names it and its call threshold) on the sealed sample of BFCL
-    and on the sealed hand-written requests. Nothing reads its report to decide anything: it says how the model does where nobody tuned."""
+    and on the sealed hand-written requests, and the `evaluate.free_suites` decoded freely as Ollama would (`FreeDecoding`). Nothing reads its report
+    to decide anything: it says how the model does where nobody tuned."""
     from agent_loop.registry import sha256_file
     ev, reports = params.evaluate, settings.path("reports")
     decided = json.loads((reports / "evaluate.json").read_text())
@@ -355,10 +362,11 @@ def evaluate_sealed(params, settings, progress: bool = True) -> tuple[dict, list
         cases = sealed_cases(params, settings)
         metrics, rows = evaluate_model(store, cases, ev.max_new_tokens, progress, "sealed BFCL", threshold)
         requests, request_rows = evaluate_requests(store, builtin_requests("sealed")[:ev.max_requests or None], None, threshold, ev.max_new_tokens, progress, "sealed requests")
+        free, free_rows = evaluate_model(FreeDecoding(store), [c for c in cases if c["category"] in ev.free_suites], ev.max_new_tokens, progress, "sealed BFCL, free")
     finally: store.close()
     report = {"candidate_sha256": decided["candidate_sha256"], "call_threshold": threshold, "bfcl": {k: metrics[k] for k in ("categories", "category_cases", "intervals", "lenient", "cases")},
-              "requests": requests, "generated": store.generated,
+              "requests": requests, "free": {k: free[k] for k in ("categories", "category_cases", "intervals", "lenient")}, "generated": store.generated,
               "samples": {"bfcl": f"sealed: of each suite, the {ev.sealed_examples or 'remaining'} items after the first {ev.bfcl_examples} (the development sample) of the same shuffle "
                                   f"(seed {params.data.seed}); {SAMPLES['sealed']}",
                           "requests": f"sealed: the {len(request_rows)} sealed requests of builtin_requests; {SAMPLES['sealed']}"}}
-    return report, rows + [r | {"suite": "requests", "step": "turn"} for r in request_rows]
+    return report, rows + [r | {"decoding": "free"} for r in free_rows] + [r | {"suite": "requests", "step": "turn"} for r in request_rows]
