@@ -139,7 +139,7 @@ class EvaluateParams:
                                                    help="BFCL v4 suites of the sealed sample, the live ones among them: reported as rates only, never used to choose anything"))
     sealed_examples: int = _opt(100, _non_negative, "items per suite in the sealed sample, the next ones of the same shuffle after the development sample; 0: every remaining item")
     max_requests: int = _opt(0, _non_negative, "hand-written requests for the built-in tools scored per sample (development in evaluate, sealed in the sealed stage); 0: all")
-    free_suites: list[str] = field(default_factory=lambda: ["simple_python", "irrelevance", "live_simple", "live_irrelevance"],
+    free_suites: list[str] = field(default_factory=lambda: ["simple_python", "irrelevance"],
                                    metadata=dict(check=lambda v: None if set(v) <= set(_SEALED_SUITES) else f"must be among {', '.join(_SEALED_SUITES)}",
                                                  help="sealed suites also scored decoded freely, as Ollama serves the model (no schema constraint, no call threshold)"))
     base_bfcl: bool = _opt(False, help="score the base model on every case, BFCL too, not only where the gate reads it (the toolsets' first turns): a fixed reference that costs minutes of a fresh machine's first run")
