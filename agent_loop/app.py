@@ -93,7 +93,8 @@ class Agent:
                                            "outcome": new[-1].get("error") or "answer", "seconds": round(seconds, 3), "first_token_seconds": stats.get("first_token_seconds"),
                                            "tokens": stats.get("tokens"), "tool_calls": sum(m["role"] == "tool" for m in new)}})
         answer = new[-1]["content"] if new else ""
-        return {"turn_id": turn_id, "request_id": request_id, "answer": answer, "new_messages": [asked] + new, "conversation": full, "stats": stats, "model": model_info}
+        shown = [{k: v for k, v in m.items() if k != "written"} for m in full]  # the model's own text of each call is for the log, the client sees the calls
+        return {"turn_id": turn_id, "request_id": request_id, "answer": answer, "new_messages": shown[len(conversation):], "conversation": shown, "stats": stats, "model": model_info}
 
     def rate(self, turn_id: str, rating: str, comment: str = "", user: str = "") -> str:
         "Log a rating (`up`, `down`, or `none`: withdrawn) of turn `turn_id` by `user` (with a login); returns the feedback's id; a ValueError says what is wrong."
