@@ -8,7 +8,7 @@ import datetime, hashlib, json, random, re
 from pathlib import Path
 from collections import Counter
 from datasets import Dataset
-from .tools import BUILTIN, DEFAULT_TOOLS, Toolset, load_toolsets, run_tool, tool_schemas
+from .tools import _UNITS, BUILTIN, DEFAULT_TOOLS, Toolset, load_toolsets, run_tool, tool_schemas
 from .interactions import ACCEPTED, PROPOSALS, STATUSES, read_jsonl, read_log, review_status
 from .config import DataParams
 from .format import call_problem, check_messages
@@ -34,25 +34,99 @@ def _calc_task(rng):
     return rng.choice(_CALC_ASK).format(q=spoken), [{"name": "calculator", "arguments": {"expression": expr}}], \
         lambda r: rng.choice([f"{spoken} = {r[0]}.", f"The answer is {r[0]}.", f"It is {r[0]}."])
 
-_UNIT_WORDS = {"km": "kilometers", "m": "meters", "mi": "miles", "ft": "feet", "kg": "kilograms", "lb": "pounds",
-               "g": "grams", "l": "liters", "gal": "gallons", "C": "degrees Celsius", "F": "degrees Fahrenheit"}
-_PAIRS = [("km", "mi"), ("mi", "km"), ("m", "ft"), ("ft", "m"), ("kg", "lb"), ("lb", "kg"), ("kg", "g"), ("l", "gal"), ("gal", "l"), ("C", "F"), ("F", "C")]
-_CONV_ASK = ["Convert {v} {a} to {b}.", "How many {b} is {v} {a}?", "What is {v} {a} in {b}?", "{v} {a} to {b}, please."]
+def _shown(rng, n) -> str:
+    "A number as a person types it: thousands grouped with commas half of the time."
+    return f"{n:,}" if isinstance(n, int) and n >= 1000 and rng.random() < 0.5 else str(n)
+
+# Arithmetic said in words and word problems: (request, expression, answer), with {a} {b} {c} the numbers as typed and
+# {x} {y} {z} as the expression writes them; the answer says the result {r}. What each draws: see `_word_task`.
+_WORD_PROBLEMS = [
+    ("Add {a} and {b}.", "{x}+{y}", "{a} plus {b} is {r}."),
+    ("What's the sum of {a}, {b} and {c}?", "{x}+{y}+{z}", "The sum is {r}."),
+    ("Total of {a} + {b} + {c} please", "{x}+{y}+{z}", "The total is {r}."),
+    ("Subtract {b} from {a}.", "{x}-{y}", "{a} minus {b} is {r}."),
+    ("What is the difference between {a} and {b}?", "{x}-{y}", "The difference is {r}."),
+    ("Multiply {a} by {b}.", "{x}*{y}", "{a} times {b} is {r}."),
+    ("What is the product of {a} and {b}?", "{x}*{y}", "The product is {r}."),
+    ("Divide {a} by {b}.", "{x}/{y}", "{a} divided by {b} is {r}."),
+    ("What is {c} squared?", "{z}**2", "{c} squared is {r}."),
+    ("the square of {c}?", "{z}**2", "The square of {c} is {r}."),
+    ("What's the cube of {c}?", "{z}**3", "The cube of {c} is {r}."),
+    ("What is the mean of {a}, {b} and {c}?", "({x}+{y}+{z})/3", "The mean is {r}."),
+    ("Half of {a}?", "{x}/2", "Half of {a} is {r}."),
+    ("What is {p}% of {a}?", "{x}*{p}/100", "{p}% of {a} is {r}."),
+    ("How much is {p} percent of {a}?", "{x}*{p}/100", "It is {r}."),
+    ("A bike costs {a} plus {p}% sales tax. What do I pay in total?", "{x}*(1+{p}/100)", "You pay {r} in total."),
+    ("The shop takes {p}% off a {a} coat. What is the new price?", "{x}*(1-{p}/100)", "The new price is {r}."),
+    ("My rent of {a} goes up by {p}%. What will it be?", "{x}*(1+{p}/100)", "Your rent will be {r}."),
+    ("A box holds {c} pencils. How many pencils are in {b} boxes?", "{z}*{y}", "There are {r} pencils in {b} boxes."),
+    ("Each bus seats {c} people. How many people fit in {b} buses?", "{z}*{y}", "{r} people fit in {b} buses."),
+    ("I read {c} pages a day. How many pages will I have read after {b} days?", "{z}*{y}", "You will have read {r} pages."),
+    ("An orchard has {b} rows of {c} trees. How many trees is that?", "{y}*{z}", "That is {r} trees."),
+    ("Tickets are {m} each. What do {c} tickets cost?", "{w}*{z}", "{c} tickets cost {r}."),
+    ("I earn {m} an hour and worked {c} hours this week. How much did I make?", "{w}*{z}", "You made {r}."),
+    ("A cyclist rides {c} km every day. How many km in {b} days?", "{z}*{y}", "{r} km in {b} days."),
+    ("{n} stickers are shared equally among {c} kids. How many does each kid get?", "{v}/{z}", "Each kid gets {r}."),
+    ("{c} coworkers share a prize of {n} equally. How much does each get?", "{v}/{z}", "Each gets {r}."),
+    ("A warehouse had {a} parcels and shipped {b}. How many are still there?", "{x}-{y}", "{r} parcels are still there."),
+    ("The tank held {a} litres and we used {b}. How much is left?", "{x}-{y}", "{r} litres are left."),
+    ("A stock went from {b} to {a}. How much did it rise?", "{x}-{y}", "It rose by {r}."),
+    ("The museum had {a} visitors in May and {b} in June. How many in both months?", "{x}+{y}", "{r} visitors in both months."),
+    ("What is the area of a room {c} m long and {d} m wide?", "{z}*{u}", "The area is {r} square metres."),
+    ("How many minutes are there in {c} hours?", "{z}*60", "There are {r} minutes in {c} hours."),
+    ("How many seconds are in {c} minutes?", "{z}*60", "{c} minutes are {r} seconds."),
+    ("I bought {c} notebooks at {m} each and a pen for {d}. What did I spend?", "{z}*{w}+{u}", "You spent {r}."),
+    ("A printer prints {c} pages a minute. How long for {n} pages, in minutes?", "{v}/{z}", "It takes {r} minutes."),
+]
+
+def _word_task(rng):
+    ask, expr, answer = rng.choice(_WORD_PROBLEMS)
+    x = rng.choice([rng.randint(100, 9999), rng.randint(1000, 250000), rng.randint(10, 99)])
+    y = rng.randint(2, x - 1) if x > 3 else 2
+    z, u = rng.randint(2, 60), rng.randint(2, 30)
+    w = round(rng.uniform(1, 80), rng.choice([0, 1, 2]))
+    v = z * rng.randint(2, 400)  # divides evenly by z
+    p = rng.choice([5, 8, 10, 12, 15, 17.5, 20, 21, 25, 30, 40, 60, 75])
+    money = lambda n: f"{n:.2f}" if isinstance(n, float) and n != int(n) else str(int(n))
+    values = dict(x=x, y=y, z=z, u=u, w=money(w), v=v, p=p if p != int(p) else int(p))
+    typed = dict(a=_shown(rng, x), b=_shown(rng, y), c=z, d=u, m=money(w), n=_shown(rng, v), p=values["p"])
+    call = {"name": "calculator", "arguments": {"expression": expr.format(**values)}}
+    return ask.format(**typed), [call], lambda r: answer.format(**typed, r=r[0])
+
+_UNIT_WORDS = {"km": ["kilometers", "kilometres", "km"], "m": ["meters", "metres", "m"], "cm": ["centimeters", "centimetres", "cm"],
+               "mi": ["miles"], "ft": ["feet", "ft"], "in": ["inches"], "kg": ["kilograms", "kilos", "kg"], "g": ["grams", "g"],
+               "lb": ["pounds", "lbs"], "oz": ["ounces", "oz"], "l": ["liters", "litres", "l"], "ml": ["milliliters", "millilitres", "ml"],
+               "gal": ["gallons"], "C": ["degrees Celsius", "°C", "Celsius"], "F": ["degrees Fahrenheit", "°F", "Fahrenheit"], "K": ["kelvin"]}
+_PAIRS = [(a, b) for a in _UNIT_WORDS for b in _UNIT_WORDS if a != b and _UNITS[a][0] == _UNITS[b][0]]
+_CONV_ASK = ["Convert {v} {a} to {b}.", "How many {b} is {v} {a}?", "What is {v} {a} in {b}?", "{v} {a} to {b}, please.", "{v} {a} in {b}?"]
+# a measure inside a sentence about something: the unit to convert from is the one the sentence gives
+_CONV_SAID = ["The path is {v} {a} long. How long is that in {b}?", "My suitcase weighs {v} {a}. What is that in {b}?",
+              "The pool holds {v} {a} of water; how much is that in {b}?", "It was {v} {a} outside this morning. What's that in {b}?",
+              "The shelf is {v} {a} wide. Tell me the width in {b}.", "A parcel of {v} {a}: how heavy is it in {b}?",
+              "The bottle says {v} {a}. How much is that in {b}?", "Our hike was {v} {a}. How far is that in {b}?"]
+_SAID_DIMENSION = ["length", "mass", "volume", "temperature", "length", "mass", "volume", "length"]
 
 def _convert_task(rng):
-    fu, tu = rng.choice(_PAIRS)
+    if rng.random() < 0.4:
+        i = rng.randrange(len(_CONV_SAID)); fu, tu = rng.choice([p for p in _PAIRS if _UNITS[p[0]][0] == _SAID_DIMENSION[i]]); ask = _CONV_SAID[i]
+    else: (fu, tu), ask = rng.choice(_PAIRS), rng.choice(_CONV_ASK)
     v = rng.choice([rng.randint(1, 500), round(rng.uniform(0.5, 100), 1)])
-    ask = rng.choice(_CONV_ASK).format(v=v, a=_UNIT_WORDS[fu], b=_UNIT_WORDS[tu])
-    return ask, [{"name": "convert_units", "arguments": {"value": v, "from_unit": fu, "to_unit": tu}}], \
-        lambda r: f"{v} {_UNIT_WORDS[fu]} is {r[0]} {_UNIT_WORDS[tu]}."
+    a, b = rng.choice(_UNIT_WORDS[fu]), rng.choice(_UNIT_WORDS[tu])
+    return ask.format(v=v, a=a, b=b), [{"name": "convert_units", "arguments": {"value": v, "from_unit": fu, "to_unit": tu}}], \
+        lambda r: f"{v} {a} is {r[0]} {b}."
 
-_DATE_ASK = ["What day of the week was {d}?", "Which weekday is {d}?", "What day of the week is {d}?", "On what day does {d} fall?"]
+def _ordinal(n: int) -> str: return "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+
+_DATE_ASK = ["What day of the week was {d}?", "Which weekday is {d}?", "What day of the week is {d}?", "On what day does {d} fall?",
+             "{d}: which day was that?", "Tell me the weekday of {d}."]
 
 def _weekday_task(rng):
-    day = datetime.date(1950, 1, 1) + datetime.timedelta(days=rng.randint(0, 365 * 100))
-    spoken = rng.choice([day.isoformat(), day.strftime("%B %d, %Y").replace(" 0", " "), day.strftime("%d %B %Y").lstrip("0")])
+    # four centuries, so that a year is copied, not guessed from the years most often seen
+    day = datetime.date(1700, 1, 1) + datetime.timedelta(days=rng.randint(0, 365 * 400))
+    spoken = rng.choice([day.isoformat(), f"{day:%B} {day.day}, {day.year}", f"{day.day} {day:%B} {day.year}", f"{day:%b} {day.day} {day.year}",
+                         f"the {day.day}{_ordinal(day.day)} of {day:%B} {day.year}"])
     return rng.choice(_DATE_ASK).format(d=spoken), [{"name": "weekday", "arguments": {"date": day.isoformat()}}], \
-        lambda r: f"{spoken} is a {r[0]}."
+        lambda r: f"{spoken[0].upper()}{spoken[1:]} is a {r[0]}."
 
 _WORDS = ["strawberry", "banana", "mississippi", "bookkeeper", "committee", "parallel", "assessment", "balloon", "engineering",
           "coffee", "letter", "pepper", "raspberry", "occurrence", "address", "success", "tomorrow", "vacuum", "zigzag", "llama"]
@@ -68,7 +142,8 @@ def _multi_task(rng):
     ask = f"{q1.rstrip('?.')} and {q2[0].lower()}{q2[1:]}"
     return ask, c1 + c2, lambda r: f"{a1(r[:1]).rstrip('.')}, and {a2(r[1:])}"
 
-_CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Spain": "Madrid", "Germany": "Berlin", "Canada": "Ottawa",
+# no France: "What is the capital of France?" is a live BFCL question, and benchmark questions never train
+_CAPITALS = {"Japan": "Tokyo", "Italy": "Rome", "Spain": "Madrid", "Germany": "Berlin", "Canada": "Ottawa",
              "Egypt": "Cairo", "Kenya": "Nairobi", "Peru": "Lima", "Norway": "Oslo", "Poland": "Warsaw", "Greece": "Athens",
              "Portugal": "Lisbon", "Ireland": "Dublin", "Austria": "Vienna", "Chile": "Santiago", "Cuba": "Havana",
              "Thailand": "Bangkok", "Vietnam": "Hanoi", "Sweden": "Stockholm", "Finland": "Helsinki", "Belgium": "Brussels",
@@ -80,7 +155,10 @@ _SMALL_TALK = {"Hi!": "Hello! I can do arithmetic, convert units, find the day o
                "What can you do?": "I can calculate, convert units, tell the weekday of a date and count letters in a word.",
                "Thanks!": "You're welcome!", "Thank you very much.": "You're welcome! Anything else?",
                "Tell me a joke.": "Why did the scarecrow win an award? Because he was outstanding in his field.",
-               "How are you?": "I'm doing well, thanks for asking. How can I help?", "Bye!": "Goodbye! Have a nice day."}
+               "How are you?": "I'm doing well, thanks for asking. How can I help?", "Bye!": "Goodbye! Have a nice day.",
+               "How's your day going?": "Very well, thank you! What can I do for you?", "Good evening!": "Good evening! How can I help?",
+               "Nice to meet you.": "Nice to meet you too! What can I do for you?", "Can you help me?": "Of course! What do you need?",
+               "See you later!": "See you later!", "Ok, great.": "Glad to help. Anything else?"}
 _CAPITAL_ASK = ["What is the capital of {c}?", "Which city is the capital of {c}?", "Name the capital of {c}."]
 _OPPOSITES = {"hot": "cold", "big": "small", "fast": "slow", "light": "dark", "happy": "sad", "early": "late", "open": "closed",
               "wet": "dry", "full": "empty", "hard": "soft", "loud": "quiet", "up": "down", "rich": "poor", "old": "young"}
@@ -97,7 +175,7 @@ def _chat_task(rng):
         t = rng.choice(list(_COLORS)); return rng.choice(["What color is {t}?", "Which colour is {t}?"]).format(t=t), [], lambda _: f"{t[0].upper()}{t[1:]} is {_COLORS[t]}."
     q = rng.choice(list(_SMALL_TALK)); return q, [], lambda _: _SMALL_TALK[q]
 
-TASK_KINDS = {"calculator": _calc_task, "convert_units": _convert_task, "weekday": _weekday_task,  # how often each: params.yaml's data.builtin_*
+TASK_KINDS = {"calculator": _calc_task, "word_problem": _word_task, "convert_units": _convert_task, "weekday": _weekday_task,  # how often each: params.yaml's data.builtin_*
               "count_letter": _count_task, "multi": _multi_task, "no_tool": _chat_task}
 
 # %% ../nbs/07_data.ipynb #c006

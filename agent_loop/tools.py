@@ -90,14 +90,17 @@ _WORD_OPS = [(re.compile(rf"\b{w}\b", re.I), op) for w, op in [("to the power of
 # "15% of 2460", "15 percent of 2460", "2460 * 15%": a percentage, as people type it; "7 % 3" (a number follows) stays Python's remainder
 _PERCENT_OF = re.compile(r"(\d+(?:\.\d+)?)\s*(?:%|\bper ?cent\b)\s*of\b", re.I)
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*(?:%|\bper ?cent\b)(?!\s*[\d(.])", re.I)
+# "1,250" and "2,000,000": thousands grouped as in English (a comma, then exactly three digits); arithmetic has no other comma
+_GROUPED = re.compile(r"\b\d{1,3}(?:,\d{3})+(?![\d,])")
 
 def calculator(expression: str) -> str:
     """Arithmetic with + - * / ** and parentheses.
 
     Args:
-        expression: The arithmetic expression, e.g. (3 + 4) * 12
+        expression: The arithmetic expression, e.g. (3 + 4) * 12; 15% of 80 and 1,250 are read as written
     """
     expr = expression.replace("×", "*").replace("÷", "/").replace("^", "**").strip()
+    expr = _GROUPED.sub(lambda m: m.group().replace(",", ""), expr)
     expr = _PERCENT.sub(r"(\1/100)", _PERCENT_OF.sub(r"(\1/100)*", expr))
     for rx, op in _WORD_OPS: expr = rx.sub(op, expr)
     if len(expr) > 200: raise ValueError("expression longer than 200 characters")
