@@ -29,6 +29,15 @@ def code_commit(root: Path) -> dict:
     dirty = [p for p in changed if not any(p == w.rstrip("/") or p.startswith(w.rstrip("/") + "/") for w in ours)]
     return {"commit": sha + ("-dirty" if dirty else ""), "dirty": dirty}
 
+def _requests_line(candidate: dict) -> list[str]:
+    "The hand-written requests' rate (the headline for the built-in tools: the test split's built-in first turns are too few to read alone), when scored."
+    r = candidate.get("requests")
+    if not r or not r.get("cases"): return []
+    lo, hi = r["interval"]
+    kinds = ", ".join(f"{k} {v:.2f} of {r['kind_cases'][k]}" for k, v in r["kinds"].items())
+    return [f"Requests people type for the built-in tools (the development half of the hand-written ones, never trained on): **{r['accuracy']:.2f}** "
+            f"right tools and right final answer, {r['cases']} requests (Wilson 95 % {lo:.2f}-{hi:.2f}); by kind: {kinds}.", ""]
+
 def model_card(m: dict) -> str:
     "A short README for a registry version, from its manifest."
     ev, tr = m.get("evaluation") or {}, m.get("training") or {}
@@ -43,6 +52,7 @@ def model_card(m: dict) -> str:
         f"Gemma-family tool-calling agent, LoRA fine-tuned from `{m['base']['name']}` and quantised to {m['quantization']} GGUF.",
         f"Promoted: **{'yes' if m['promoted'] else 'no'}**" + ("" if m["promoted"] else f" ({'; '.join(ev.get('reasons') or ['gate not passed'])})"), "",
         "| metric | base | candidate | current |", "|---|---|---|---|", *rows, *cats, "",
+        *_requests_line(ev.get("candidate") or {}),
         "Decoding: tool calls are held to the offered tools' schemas, and a reply calls a tool when "
         + (f"P(call) at its first token is at least **{m['call_threshold']:g}**" if m.get("call_threshold") is not None else "a call-opening token is the likeliest first token (greedy)")
         + f" ({((ev.get('decisions') or {}).get('candidate') or {}).get('how', 'no threshold fitted')}). "
