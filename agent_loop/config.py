@@ -40,7 +40,7 @@ def _opt(default, check=None, help=""):
 @dataclass
 class DataParams:
     seed: int = _opt(7)
-    n_examples: int = _opt(200, _non_negative, "conversations generated for the built-in tools (when tools.toolsets names builtin)")
+    n_examples: int = _opt(400, _non_negative, "conversations generated for the built-in tools (when tools.toolsets names builtin)")
     corpus_examples: int = _opt(200, _non_negative, "examples of the generated function-calling corpus (agent_loop.corpus) for training and validation: replayed beside the toolsets so that train keeps what the foundation learned")
     heldout_families: float = _opt(0.2, _share, "share of the corpus's function families held out of training entirely, for the test split")
     heldout_examples: int = _opt(40, _non_negative, "test examples generated from the held-out families")

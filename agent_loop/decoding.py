@@ -18,6 +18,7 @@ __all__ = ['arguments_schema', 'calls_grammar', 'Decoded', 'opens_markup', 'call
 # %% ../nbs/19_decoding.ipynb #c006
 _ANNOTATIONS = {"description", "title", "default", "examples", "format", "optional", "$comment"}
 _NO_MARKUP = "^[^<]*$"  # free text in a call holds no "<": no tag can open or close inside it
+_FORMATS = {"date": r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"}  # string formats held, as patterns: a date is YYYY-MM-DD
 
 def arguments_schema(spec):
     "The JSON schema `spec` as the decoder enforces it: properties in their declared order, no undeclared properties, annotations dropped."
@@ -25,6 +26,7 @@ def arguments_schema(spec):
     if not isinstance(spec, dict): return spec
     out = {}
     for key, value in spec.items():
+        if key == "format" and value in _FORMATS and "pattern" not in spec: out["pattern"] = _FORMATS[value]
         if key in _ANNOTATIONS: continue
         if key == "properties" and isinstance(value, dict): out[key] = {name: arguments_schema(sub) for name, sub in value.items()}
         elif key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems", "not"): out[key] = arguments_schema(value)

@@ -218,7 +218,7 @@ def fit_call_threshold(probabilities: list[float], should_call: list[bool]) -> t
                                f"calls {pick['calls_when_needed']:.2f} of the time when needed, answers {pick['abstains_when_not']:.2f} when not")
 
 # %% ../nbs/10_evaluate.ipynb #c017
-DECODING = "schema-v11"  # in every cache key: a change to how replies are decoded (nbs/19_decoding) regenerates them
+DECODING = "schema-v12"  # in every cache key: a change to how replies are decoded (nbs/19_decoding) regenerates them
 
 class CompletionCache:
     """Greedy completions of one model, appended to a JSONL file by prompt: a prompt seen before is answered from the file, and

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_tools.ipynb #c003
 from __future__ import annotations
-import ast, datetime, hashlib, importlib.util, inspect, json, math, operator, re
+import ast, datetime, functools, hashlib, importlib.util, inspect, json, math, operator, re, types, typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -30,12 +30,37 @@ class Tool:
 class ToolsetError(ValueError):
     "A toolset module or one of its tools cannot be used; the message names the module and the function."
 
+def _date_arguments(fn: Callable) -> list[str]:
+    "The arguments of `fn` typed `datetime.date` (unresolvable hints are left to the schema helper to name)."
+    try: hints = typing.get_type_hints(fn)
+    except Exception: return []
+    return [k for k, v in hints.items() if k != "return" and v is datetime.date]
+
+def _as_strings(fn: Callable, names: list[str]) -> Callable:
+    "A copy of `fn` whose `names` are typed `str`: what the schema helper reads (JSON has no dates)."
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__doc__, copy.__annotations__ = fn.__doc__, {k: (str if k in names else v) for k, v in typing.get_type_hints(fn).items()}
+    return copy
+
+def _reading_dates(fn: Callable, names: list[str]) -> Callable:
+    "`fn`, called with its `names` read from YYYY-MM-DD text into `datetime.date`s; a ValueError that names the argument otherwise."
+    @functools.wraps(fn)
+    def run(**arguments):
+        for k in names:
+            if k in arguments and not isinstance(arguments[k], datetime.date):
+                try: arguments[k] = datetime.date.fromisoformat(arguments[k])
+                except (TypeError, ValueError): raise ValueError(f"{k}: not a date (YYYY-MM-DD): {arguments[k]!r}") from None
+        return fn(**arguments)
+    return run
+
 def tool_from_function(fn: Callable, where: str = "") -> Tool:
-    "`fn` as a `Tool`, its schema derived from type hints and a Google-style docstring; a `ToolsetError` naming the function otherwise."
+    """`fn` as a `Tool`, its schema derived from type hints and a Google-style docstring; a `ToolsetError` naming the function otherwise.
+    An argument typed `datetime.date` is a string of format `date` in the schema (calls are held to YYYY-MM-DD) and reaches `fn` as a date."""
     from transformers.utils import get_json_schema  # the schema helper of transformers' chat templates
     name = f"{where}: {getattr(fn, '__name__', fn)!s}" if where else str(getattr(fn, "__name__", fn))
     if not inspect.isfunction(fn): raise ToolsetError(f"{name}: a tool must be a plain Python function, got {type(fn).__name__}")
-    try: spec = get_json_schema(fn)["function"]
+    dates = _date_arguments(fn)
+    try: spec = get_json_schema(_as_strings(fn, dates) if dates else fn)["function"]
     except Exception as e: raise ToolsetError(f"{name}: {e}".split(" If you need a more complex schema")[0]) from None
     params = spec.get("parameters") or {"type": "object", "properties": {}}
     defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty}
@@ -46,8 +71,9 @@ def tool_from_function(fn: Callable, where: str = "") -> Tool:
             except (TypeError, ValueError): raise ToolsetError(f"{name}: the default of {key!r} is not a JSON value: {defaults[key]!r}") from None
     order = list(inspect.signature(fn).parameters)  # the function's own argument order, for people reading the schema (prompts list arguments sorted)
     props = dict(sorted(params.get("properties", {}).items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+    for key in dates: props[key]["format"] = "date"
     params = {"type": "object", "properties": props, "required": params.get("required", []), "additionalProperties": False}
-    return Tool(spec["name"], spec.get("description", "").strip(), params, fn)
+    return Tool(spec["name"], spec.get("description", "").strip(), params, _reading_dates(fn, dates) if dates else fn)
 
 # %% ../nbs/02_tools.ipynb #c006
 def format_number(x: float) -> str:
@@ -97,7 +123,7 @@ def calculator(expression: str) -> str:
     """Arithmetic with + - * / ** and parentheses.
 
     Args:
-        expression: The arithmetic expression, e.g. (3 + 4) * 12; 15% of 80 and 1,250 are read as written
+        expression: The arithmetic expression, e.g. (3 + 4) * 12
     """
     expr = expression.replace("×", "*").replace("÷", "/").replace("^", "**").strip()
     expr = _GROUPED.sub(lambda m: m.group().replace(",", ""), expr)
@@ -133,14 +159,13 @@ def convert_units(value: float, from_unit: Unit, to_unit: Unit) -> str:
     out = _from_kelvin(_to_kelvin(value, from_unit), to_unit) if dim_a == "temperature" else value * fa / fb
     return format_number(round(out, 3))
 
-def weekday(date: str) -> str:
+def weekday(date: datetime.date) -> str:
     """The day of the week of a date.
 
     Args:
         date: The date as YYYY-MM-DD.
     """
-    try: return datetime.date.fromisoformat(date).strftime("%A")
-    except ValueError: raise ValueError(f"not a valid date (YYYY-MM-DD): {date!r}") from None
+    return date.strftime("%A")
 
 def count_letter(text: str, letter: str) -> str:
     """How many times a letter occurs in a text, ignoring case.
