@@ -77,7 +77,10 @@ SELF_TEST = [("What is 37 times 12?", "calculator", "444"), ("What is 58 plus 23
 # fp32 whatever the CPU offers (bf16 autocast would train a different model on a machine with bf16 units).
 # Measured here: 60 to 100 unweighted steps left the model answering "37 times 12" directly or chaining tools; weighting
 # the first token of each reply 5x learned the format in 70.
-RECIPE = {"n": 200, "seed": 11, "steps": 70, "lr": 1.5e-3, "warmup": 4, "batch": 4, "precision": "fp32", "first_token_weight": 5.0}
+# The kinds of the test model's data are fixed here, not read from params.yaml: the app tests ask plain sums ("What is 37 times 12?")
+# many times, and a share of word problems in the product's mix left the 70-step model answering one of them directly.
+RECIPE = {"n": 200, "seed": 11, "steps": 70, "lr": 1.5e-3, "warmup": 4, "batch": 4, "precision": "fp32", "first_token_weight": 5.0,
+          "kinds": {"calculator": 0.3, "word_problem": 0.0, "convert_units": 0.18, "weekday": 0.14, "count_letter": 0.12, "multi": 0.08, "no_tool": 0.18}}
 
 
 def self_test(gguf: Path) -> list[str]:
@@ -123,7 +126,7 @@ def trained_project(tmp_path_factory):
         tp.max_steps, tp.lr, tp.warmup_steps, tp.batch_size = RECIPE["steps"], RECIPE["lr"], RECIPE["warmup"], RECIPE["batch"]
         tp.precision, tp.first_token_weight = RECIPE["precision"], RECIPE["first_token_weight"]
         base = resolve_base("embedded:gemma3-270m", settings.path("cache"))
-        rows = [r | {"tools": toolset.schemas} for r in generate_seed_tasks(RECIPE["n"], RECIPE["seed"])]
+        rows = [r | {"tools": toolset.schemas} for r in generate_seed_tasks(RECIPE["n"], RECIPE["seed"], RECIPE["kinds"])]
         assert not {normalize_prompt(q) for q, _, _ in SELF_TEST} & {normalize_prompt(r["messages"][0]["content"]) for r in rows}
         work = tmp_path_factory.mktemp("train")
         metrics = train_lora(base, rows, [], params, work / "adapter", progress=False)["metrics"]
