@@ -99,16 +99,15 @@ _UNIT_WORDS = {"km": ["kilometers", "kilometres", "km"], "m": ["meters", "metres
                "gal": ["gallons"], "C": ["degrees Celsius", "°C", "Celsius"], "F": ["degrees Fahrenheit", "°F", "Fahrenheit"], "K": ["kelvin"]}
 _PAIRS = [(a, b) for a in _UNIT_WORDS for b in _UNIT_WORDS if a != b and _UNITS[a][0] == _UNITS[b][0]]
 _CONV_ASK = ["Convert {v} {a} to {b}.", "How many {b} is {v} {a}?", "What is {v} {a} in {b}?", "{v} {a} to {b}, please.", "{v} {a} in {b}?"]
-# a measure inside a sentence about something: the unit to convert from is the one the sentence gives
-_CONV_SAID = ["The path is {v} {a} long. How long is that in {b}?", "My suitcase weighs {v} {a}. What is that in {b}?",
-              "The pool holds {v} {a} of water; how much is that in {b}?", "It was {v} {a} outside this morning. What's that in {b}?",
-              "The shelf is {v} {a} wide. Tell me the width in {b}.", "A parcel of {v} {a}: how heavy is it in {b}?",
-              "The bottle says {v} {a}. How much is that in {b}?", "Our hike was {v} {a}. How far is that in {b}?"]
-_SAID_DIMENSION = ["length", "mass", "volume", "temperature", "length", "mass", "volume", "length"]
+# a measure inside a sentence about something, and the dimension it measures: the unit to convert from is the one the sentence gives
+_CONV_SAID = [("The path is {v} {a} long. How long is that in {b}?", "length"), ("My suitcase weighs {v} {a}. What is that in {b}?", "mass"),
+              ("The pool holds {v} {a} of water; how much is that in {b}?", "volume"), ("It was {v} {a} outside this morning. What's that in {b}?", "temperature"),
+              ("The shelf is {v} {a} wide. Tell me the width in {b}.", "length"), ("A parcel of {v} {a}: how heavy is it in {b}?", "mass"),
+              ("The bottle says {v} {a}. How much is that in {b}?", "volume"), ("Our hike was {v} {a}. How far is that in {b}?", "length")]
 
 def _convert_task(rng):
     if rng.random() < 0.4:
-        i = rng.randrange(len(_CONV_SAID)); fu, tu = rng.choice([p for p in _PAIRS if _UNITS[p[0]][0] == _SAID_DIMENSION[i]]); ask = _CONV_SAID[i]
+        ask, dimension = _CONV_SAID[rng.randrange(len(_CONV_SAID))]; fu, tu = rng.choice([p for p in _PAIRS if _UNITS[p[0]][0] == dimension])
     else: (fu, tu), ask = rng.choice(_PAIRS), rng.choice(_CONV_ASK)
     v = rng.choice([rng.randint(1, 500), round(rng.uniform(0.5, 100), 1)])
     a, b = rng.choice(_UNIT_WORDS[fu]), rng.choice(_UNIT_WORDS[tu])
