@@ -14,8 +14,8 @@ from .config import DataParams
 
 # %% auto #0
 __all__ = ['FAMILIES', 'CITIES', 'COUNTRIES', 'PEOPLE', 'CURRENCIES', 'TITLES', 'SKY', 'Family', 'family_domains',
-           'split_families', 'split_heldout', 'sample_request', 'sample_list_request', 'present', 'normalize_request',
-           'generate_corpus']
+           'split_families', 'split_heldout', 'sample_request', 'sample_list_request', 'sample_grid_request', 'present',
+           'normalize_request', 'generate_corpus']
 
 # %% ../nbs/14_corpus.ipynb #c005
 class _Malformed(ValueError):
@@ -94,7 +94,7 @@ def _sub_schema(params: dict, key: str) -> dict:
 
 def _tidy(text: str) -> str:
     text = re.sub(r"[ \t]+", " ", text)
-    return re.sub(r" ([,.?!;:])", r"\1", text).strip()
+    return re.sub(r" ([,.?!;:])(?=\s|$)", r"\1", text).strip()  # not before "./data"
 
 def _flat(d: dict, prefix: str = "") -> dict:
     "Nested arguments as `{dotted.key: value}`, objects also kept whole."
@@ -171,7 +171,9 @@ def _check(f: Family, taken: dict, where: str):
 # %% ../nbs/14_corpus.ipynb #c014
 CITIES = ["Oslo", "Lisbon", "Nairobi", "Osaka", "Lima", "Toronto", "Cairo", "Hanoi", "Denver", "Krakow", "Perth", "Bogota", "Reykjavik",
           "Marrakesh", "Seville", "Busan", "Tbilisi", "Montreal", "Valparaiso", "Dakar", "Ghent", "Tallinn", "Chennai", "Auckland", "Quito",
-          "Porto", "Bergen", "Izmir", "Cusco", "Adelaide", "Leipzig", "Trieste", "Halifax", "Cork", "Graz", "Kyoto"]
+          "Porto", "Bergen", "Izmir", "Cusco", "Adelaide", "Leipzig", "Trieste", "Halifax", "Cork", "Graz", "Kyoto",
+          # names of several words, which a call copies whole
+          "Buenos Aires", "Cape Town", "Kuala Lumpur", "Rio de Janeiro", "Salt Lake City", "Addis Ababa", "Da Nang", "Santa Cruz de Tenerife"]
 COUNTRIES = ["Norway", "Portugal", "Kenya", "Japan", "Peru", "Canada", "Egypt", "Vietnam", "Poland", "Chile", "Iceland", "Morocco",
              "Georgia", "Senegal", "Belgium", "Estonia", "New Zealand", "Ecuador", "Colombia", "Turkey", "Austria", "Ireland"]
 PEOPLE = ["Amira Haddad", "Jonas Berg", "Lucia Ferreira", "Kenji Sato", "Priya Nair", "Tomas Novak", "Grace Okafor", "Elena Petrova",
@@ -206,6 +208,7 @@ def _slot_sampler(name: str):
     def register(fn):
         if name in _NAMED_SAMPLERS: raise ValueError(f"there is a slot sampler named {name!r} already")
         _NAMED_SAMPLERS[name] = fn
+        fn.reads_args = True  # it may depend on the values drawn before it
         return fn
     return register
 
@@ -237,7 +240,9 @@ def _nums(lo, hi, k_lo=3, k_hi=6, digits=0):
 
 def _other(key: str, pool):
     "A sampler of an item of `pool` different from the argument `key` already drawn."
-    return lambda rng, args: rng.choice([x for x in pool if x != _get(args, key)])
+    f = lambda rng, args: rng.choice([x for x in pool if x != _get(args, key)])
+    f.reads_args = True
+    return f
 
 # %% ../nbs/14_corpus.ipynb #c014c
 _FORMS = {"pool": (), "integer": (), "number": ("digits",), "some": ("min", "max"), "numbers": ("count", "digits"), "other_than": ("pool",)}
@@ -928,22 +933,60 @@ def sample_request(f: Family, rng: random.Random, p_optional: float = 0.35) -> t
     tpl, args, marked, _ = _fill(f, rng, p_optional)
     return _say(tpl, args), _ordered(args, f.parameters), marked
 
-def sample_list_request(f: Family, rng: random.Random, n: int, p_optional: float = 0.35) -> tuple[str, list[dict]] | None:
-    """(one request for up to `n` calls of `f` that differ in one value, the calls' arguments), the value listed where the template
-    names it ("weather in Oslo, Lima and Rome"); None when the template drawn has no single string or number to vary."""
-    tpl, args, _, keys = _fill(f, rng, p_optional)
-    if not keys: return None
-    key = keys[-1]  # drawn last, so no other value depends on it
-    if _sub_schema(f.parameters, key)["type"] not in ("string", "integer", "number") or len(re.findall(r"\{" + re.escape(key) + r"\}", tpl)) != 1: return None
+def _listable(f: Family, tpl: str, key: str) -> bool:
+    "Whether the value of `key` can be listed where `tpl` names it: a string or a number, named once, not inside quotes."
+    named = re.findall(r"(.?)\{" + re.escape(key) + r"\}", tpl)
+    return _sub_schema(f.parameters, key)["type"] in ("string", "integer", "number") and len(named) == 1 and named[0] not in tuple("\"'“‘«")
+
+def _values(f: Family, key: str, rng: random.Random, args: dict, n: int) -> list:
+    "Up to `n` distinct values of `key`, the one in `args` first."
     values = [_get(args, key)]
     for _ in range(10 * n):
         if len(values) == n: break
         if (v := _draw(f, key, rng, args)) not in values: values.append(v)
-    if len(values) < 2: return None
-    def with_value(v):
-        a = json.loads(json.dumps(args)); _put(a, key, v)
-        return a
-    return _say(tpl, with_value(values)), [_ordered(with_value(v), f.parameters) for v in values]
+    return values
+
+def _short(values: list) -> bool:
+    "Whether `values` read well in a list: none longer than six words (a query) or a sentence of its own."
+    return all(len(str(v).split()) <= 6 and not str(v).endswith((".", "?", "!")) for v in values)
+
+def _with(args: dict, **values) -> dict:
+    "A copy of `args` with `values` put in."
+    a = json.loads(json.dumps(args))
+    for k, v in values.items(): _put(a, k, v)
+    return a
+
+_AGAIN = ["Then do the same for {rest}.", "Repeat that for {rest}.", "Do the same for {rest} too.", "And the same again for {rest}.",
+          "Then the same for {rest}, please."]
+
+def sample_list_request(f: Family, rng: random.Random, n: int, p_optional: float = 0.35, again: bool = False) -> tuple[str, list[dict]] | None:
+    """(one request for up to `n` calls of `f` that differ in one value, the calls' arguments), the value listed where the template
+    names it ("weather in Oslo, Lima and Rome"), or with `again` for a string, asked once and then again ("... Oslo. Then do the same
+    for Lima."); None when the template drawn has no single string or number to vary."""
+    tpl, args, _, keys = _fill(f, rng, p_optional)
+    if not keys or not _listable(f, tpl, key := keys[-1]): return None  # the key drawn last: no other value depends on it
+    values = _values(f, key, rng, args, n)
+    if len(values) < 2 or not _short(values): return None
+    calls = [_ordered(_with(args, **{key: v}), f.parameters) for v in values]
+    if again and _sub_schema(f.parameters, key)["type"] == "string":
+        first = _say(tpl, args)
+        return first + ("" if first[-1] in ".?!" else ".") + " " + rng.choice(_AGAIN).format(rest=_show(values[1:])), calls
+    return _say(tpl, _with(args, **{key: values})), calls
+
+def sample_grid_request(f: Family, rng: random.Random, p_optional: float = 0.35) -> tuple[str, list[dict]] | None:
+    """(one request that lists two values for each of two arguments, its four calls: every pair, in the order the sentence names
+    them, the second list said "both X and Y"), "flights from Lima and Quito on both 2026-03-02 and 2026-04-10"; None when the
+    template drawn has no two texts to vary (lists of numbers read as pairs: "76 and 80 kg, 180 and 165 cm" is two people)."""
+    tpl, args, _, keys = _fill(f, rng, p_optional)
+    if len(keys) < 2 or getattr(f.slots.get(keys[-1]), "reads_args", False): return None  # the last must not depend on the one before
+    pair = keys[-2:]
+    if not all(_listable(f, tpl, k) and _sub_schema(f.parameters, k)["type"] == "string" for k in pair): return None  # lists of numbers read as pairs
+    outer, inner = sorted(pair, key=lambda k: tpl.index("{" + k + "}"))
+    between = re.findall(r"[A-Za-z]+", tpl[tpl.index("{" + outer + "}") + len(outer) + 2:tpl.index("{" + inner + "}")])
+    if all(w.lower() in ("and", "to", "from", "or") for w in between): return None  # "({x}, {y})", "from {start} to {end}": one thing, not two
+    a, b = _values(f, outer, rng, args, 2), _values(f, inner, rng, args, 2)
+    if len(a) < 2 or len(b) < 2 or not _short(a + b): return None
+    return _say(tpl, _with(args, **{outer: a, inner: "both " + _show(b)})), [_ordered(_with(args, **{outer: x, inner: y}), f.parameters) for x in a for y in b]
 
 def _with_defaults(f: Family, args: dict) -> dict:
     return {k: p["default"] for k, p in f.parameters["properties"].items() if "default" in p} | args
@@ -1050,13 +1093,24 @@ def _multiple(rng, pool, cfg):
     rng.shuffle(offered)
     return _example("multiple", rng, [(f, *sample_request(f, rng, cfg["p_optional"])[:2])], offered, cfg)
 
+def _listed(rng, pool, cfg, grid: bool):
+    "(a request of one family that lists the values its calls differ in, or with `grid` two lists of values, or None; the family)."
+    f = rng.choice(pool)
+    for _ in range(20 if grid else 0):  # about one family in nine has two texts to pair
+        if got := sample_grid_request(f, rng, cfg["p_optional"]): return got, f
+        f = rng.choice(pool)
+    if grid: return None, f
+    return sample_list_request(f, rng, rng.choice([2, 3, 3, 4]), cfg["p_optional"], again=rng.random() < 0.3), f
+
 def _parallel(rng, pool, cfg):
-    if len(pool) >= 2 and rng.random() < 0.4:
+    u = rng.random()
+    if len(pool) >= 2 and u < 0.35:
         fs = rng.sample(pool, 2)
         calls = [(f, *sample_request(f, rng, cfg["p_optional"])[:2]) for f in fs]
         offered = fs + _distractors(rng, pool, {f.id for f in fs}, rng.choice([0, 0, 1, 2]))
-    elif rng.random() < 0.5 and (listed := sample_list_request(f := rng.choice(pool), rng, rng.choice([2, 3, 3, 4]), cfg["p_optional"])):
-        request, calls = listed[0], [(f, listed[0], a) for a in listed[1]]
+    elif u < 0.75 and (got := _listed(rng, pool, cfg, grid=u >= 0.6))[0]:
+        (request, args), f = got
+        calls = [(f, request, a) for a in args]
         offered = [f] + (_distractors(rng, pool, {f.id}, rng.randint(1, 2)) if rng.random() < 0.4 else [])
         rng.shuffle(offered)
         return _example("parallel", rng, calls, offered, cfg, request)
