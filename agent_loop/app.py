@@ -17,6 +17,7 @@ from .serving import LlamaCppPool, OllamaBackend, run_agent
 from .format import signature
 from .metrics import Metrics, configure_logging, request_id
 from .reload import ModelReloader
+from .openai_api import add_v1_routes
 from .pii import scrub
 from .tools import DEFAULT_TOOLS, Toolset, ToolsetError, load_recorded_toolset
 
@@ -375,7 +376,7 @@ def model_reloader(agent: Agent, settings) -> ModelReloader:
 
 def _route(path: str) -> str:
     "A bounded label for a request path: scanners' paths must not grow the metrics."
-    return path if path in ("/", "/health", "/ready", "/metrics") else "gradio_api" if path.startswith("/gradio_api/") else "other"
+    return path if path in ("/", "/health", "/ready", "/metrics", "/v1/models", "/v1/chat/completions") else "gradio_api" if path.startswith("/gradio_api/") else "other"
 
 class _CountRequests:
     "ASGI middleware counting HTTP requests by route and status (plain ASGI: Gradio's event streams pass through untouched)."
@@ -390,7 +391,7 @@ class _CountRequests:
         finally: self.metrics.requests.labels(_route(scope["path"]), str(status["code"])).inc()
 
 def http_app(demo: gr.Blocks, agent: Agent, auth: list[tuple] | None = None, reloader: ModelReloader | None = None, concurrency: int = 4, queue_size: int = 16):
-    "A FastAPI app serving `/health` (liveness), `/ready` (the model served, and why a newly promoted one was refused), `/metrics` (Prometheus) and the Gradio app at `/`."
+    "A FastAPI app serving `/health` (liveness), `/ready` (the model served, and why a newly promoted one was refused), `/metrics` (Prometheus), the OpenAI-compatible `/v1` (nbs/24_openai) and the Gradio app at `/`."
     from fastapi import FastAPI, Response
     from prometheus_client import CONTENT_TYPE_LATEST
     app = FastAPI(title="agent-loop", docs_url=None, redoc_url=None, openapi_url=None)
@@ -403,6 +404,7 @@ def http_app(demo: gr.Blocks, agent: Agent, auth: list[tuple] | None = None, rel
         return {"ready": True, **{k: info.get(k) for k in ("version", "sha256", "backend")}, "reload_error": reloader.error if reloader else None}
     @app.get("/metrics")
     def metrics(): return Response(agent.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    add_v1_routes(app, agent, dict(auth or []))
     # the app takes no files: Gradio's upload route would otherwise accept any size
     # turns beyond `concurrency` wait in Gradio's queue, and beyond `queue_size` are refused at once rather than piling up
     return gr.mount_gradio_app(app, demo.queue(default_concurrency_limit=concurrency, max_size=queue_size), path="/", auth=auth, max_file_size=MAX_UPLOAD_BYTES)
@@ -418,6 +420,6 @@ def launch(settings=None, **kwargs):
     auth = list(settings.app.logins().items()) or None
     try: trusted = load_params(settings.root / "params.yaml").data.trusted_raters
     except ConfigError: trusted = []  # the queue then shows trusted raters' proposals as pending; serving does not need params.yaml
-    print(f"agent-loop: model {agent.model_info['version']} on http://{settings.app.host}:{settings.app.port} (also /health, /ready, /metrics)", flush=True)
+    print(f"agent-loop: model {agent.model_info['version']} on http://{settings.app.host}:{settings.app.port} (also /health, /ready, /metrics, and the OpenAI-compatible API at /v1)", flush=True)
     concurrency = max(4, settings.serving.contexts)
     uvicorn.run(http_app(chat_ui(agent, reviewers=settings.app.reviewers.split(), trusted=trusted), agent, auth, reloader, concurrency, settings.serving.queue_size), host=settings.app.host, port=settings.app.port, log_level="warning", **kwargs)

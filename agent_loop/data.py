@@ -333,6 +333,7 @@ def load_interactions(folder: Path, tools: list = DEFAULT_TOOLS, use_unrated: bo
     kept, judged, skipped, kept_as, judged_as, per_session, per_prompt = [], [], Counter(), Counter(), Counter(), Counter(), Counter()
     for tid, rec in turns.items():
         rating, correction = ratings.get(tid, {}).get("rating", "none"), corrections.get(tid)
+        if not correction and rating == "none" and rec.get("source") == "v1": skipped["an API turn no one rated or corrected"] += 1; continue  # even with use_unrated
         if not correction and rating == "none" and not use_unrated: skipped["unrated"] += 1; continue
         model = rec.get("model") if isinstance(rec.get("model"), dict) else {}
         # turns logged before apps recorded their toolset are kept

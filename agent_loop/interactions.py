@@ -65,11 +65,12 @@ class InteractionLog:
         return rec["id"]
 
     def log_turn(self, messages: list[dict], model: dict, session_id: str = "", stats: dict | None = None, turn_start: int = 0, request_id: str = "",
-                 user: str = "") -> str:
+                 user: str = "", source: str = "", tools: list[dict] | None = None) -> str:
         """Log a finished turn (the whole conversation; this turn starts at `messages[turn_start]`; `request_id` names the request in the app's own log;
-        `user`: who was logged in, when the app asks for a login); returns its id."""
+        `user`: who was logged in, when the app asks for a login; `source`: `v1` for the OpenAI-compatible API, whose `tools` are the client's); returns its id."""
         return self._logged({"type": "turn", "id": uuid.uuid4().hex, "ts": _now(), "session_id": session_id, "request_id": request_id, "model": model,
-                             "turn_start": turn_start, "messages": messages, "stats": stats or {}} | _by(user))
+                             "turn_start": turn_start, "messages": messages, "stats": stats or {}} | _by(user)
+                            | ({"source": source} if source else {}) | ({"tools": tools} if tools is not None else {}))
 
     def kind(self, record_id: str) -> str | None:
         "The type of the record with this id (`turn`, `feedback`, `correction`, `review`), or None; reads only what was appended since the last look, by any process."

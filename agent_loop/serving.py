@@ -197,6 +197,10 @@ class LlamaCppPool:
         try: return context.complete(prompt, max_tokens, on_text, tools, call_threshold)
         finally: self.free.put(context)
 
+    def tokenize(self, prompt: str) -> list[int]:
+        "Token ids of `prompt`, as every context reads it (the vocabulary is the model's, shared by all of them)."
+        return self.contexts[0].tokenize(prompt)
+
     def close(self):
         for c in self.contexts: c.close()
 
