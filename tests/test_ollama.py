@@ -47,6 +47,10 @@ def hand_cases(rng: random.Random) -> list[tuple[list[dict], list[dict]]]:
         cases.append(([{"role": "system", "content": text}, {"role": "user", "content": text},
                        {"role": "assistant", "content": "", "tool_calls": [{"name": "book_trip", "arguments": {"legs": [{"from": text}], "travellers": 1}}]},
                        {"role": "tool", "name": "book_trip", "content": text}, {"role": "assistant", "content": text}], tools))
+    # a tool whose name Ollama's parser finds inside "<tool_call>" (the corpus's opaque names include it), offered beside the one called
+    tool_c = {"name": "tool_c", "description": "Unused.", "parameters": {"type": "object", "properties": {}}}
+    cases.append(([{"role": "user", "content": "2*3?"}, {"role": "assistant", "content": "", "tool_calls": [{"name": "calculator", "arguments": {"expression": "2*3"}}]}],
+                  builtin + [tool_c]))
     for x in [0, -0.0, 3.0, 2.5, 1e-05, 1e-07, 1e20, 1e21, 123456.789, -42, 10 ** 15, rng.random()]:
         cases.append(([{"role": "user", "content": "n"}, {"role": "assistant", "content": "", "tool_calls": [{"name": "convert_units", "arguments": {"value": x, "from_unit": "km", "to_unit": "mi"}}]}], builtin))
     return cases
@@ -86,7 +90,7 @@ def same_numbers(a, b) -> bool:
 def test_ollama_misreads_tools_named_like_its_markup():
     "Ollama's parser takes the first known tool name in the text: a tool named `tool_c` is found inside `<tool_call>`, so tools_for_ollama refuses such names."
     misread = [(m, t) for m, t in corpus() if misread_by_ollama(t)]
-    assert {n for _, t in misread for n in misread_by_ollama(t)} == {"tool_c"}  # the corpus's opaque names include it
+    assert {n for _, t in misread for n in misread_by_ollama(t)} == {"tool_c"}  # the only such name, in the hand cases and the corpus's opaque names
     calls = [(m, t) for msgs, t in misread for m in check_messages(msgs) if m["role"] == "assistant" and m.get("tool_calls")]
     assert any(c["name"] != "tool_c" for m, _ in calls for c in m["tool_calls"])  # a call to another tool offered beside it
     outputs = [{"text": reply_text(m).removesuffix(END), "tools": [{"type": "function", "function": x} for x in t]} for m, t in calls]
