@@ -21,7 +21,7 @@ def app(trained_project):
 
 @pytest.fixture(scope="module")
 def client(app):
-    return openai.OpenAI(base_url=app.url + "v1", api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=app.url + "v1", api_key="unused", max_retries=0, timeout=300)  # a reply on 2 busy cores
 
 
 def model_id(client) -> str:
@@ -57,14 +57,14 @@ def test_a_tool_loop_through_the_openai_client(client, trained_project):
 
 
 def test_tool_choice_maps_onto_the_call_decision(client):
-    none = client.chat.completions.create(model=model_id(client), messages=ASK, tools=TOOLS, tool_choice="none")
+    none = client.chat.completions.create(model=model_id(client), messages=ASK, tools=TOOLS, tool_choice="none", max_tokens=48)
     assert none.choices[0].finish_reason in ("stop", "length") and not none.choices[0].message.tool_calls and none.choices[0].message.content
     hello = [{"role": "user", "content": "Hello there!"}]
-    required = client.chat.completions.create(model=model_id(client), messages=hello, tools=TOOLS, tool_choice="required")
+    required = client.chat.completions.create(model=model_id(client), messages=hello, tools=TOOLS, tool_choice="required", max_tokens=96)
     assert required.choices[0].finish_reason == "tool_calls" and required.choices[0].message.tool_calls
     named = client.chat.completions.create(model=model_id(client), messages=ASK, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "count_letter"}})
     assert [c.function.name for c in named.choices[0].message.tool_calls] == ["count_letter"]
-    no_tools = client.chat.completions.create(model=model_id(client), messages=hello)
+    no_tools = client.chat.completions.create(model=model_id(client), messages=hello, max_tokens=48)
     assert no_tools.choices[0].message.content and "<tool_call>" not in no_tools.choices[0].message.content
 
 
@@ -73,7 +73,7 @@ def test_streaming_sends_content_and_tool_call_deltas(client):
     calls = [tc for ch in chunks for tc in (ch.choices[0].delta.tool_calls or [])]
     assert calls and calls[0].function.name == "calculator" and calculator_result(calls[0]) == "444"
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
-    answer = list(client.chat.completions.create(model=model_id(client), messages=ASK, tools=TOOLS, tool_choice="none", stream=True))
+    answer = list(client.chat.completions.create(model=model_id(client), messages=ASK, tools=TOOLS, tool_choice="none", stream=True, max_tokens=48))
     text = "".join(ch.choices[0].delta.content or "" for ch in answer)
     assert text.strip() and answer[-1].choices[0].finish_reason in ("stop", "length") and not any(ch.choices[0].delta.tool_calls for ch in answer)
 
