@@ -138,7 +138,7 @@ def _count_task(rng):
 
 def _multi_task(rng):
     (q1, c1, a1), (q2, c2, a2) = _calc_task(rng), _convert_task(rng)
-    ask = f"{q1.rstrip('?.')} and {q2[0].lower()}{q2[1:]}"
+    ask = f"{q1.rstrip('?.= ')} and {q2[0].lower()}{q2[1:]}"  # "5 * 3 = ?" joins as "5 * 3 and …"
     return ask, c1 + c2, lambda r: f"{a1(r[:1]).rstrip('.')}, and {a2(r[1:])}"
 
 # no France: "What is the capital of France?" is a live BFCL question, and benchmark questions never train
