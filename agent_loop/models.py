@@ -11,8 +11,21 @@ import torch
 from .registry import build_atomically
 
 # %% auto #0
-__all__ = ['TINY_CONFIG', 'TINY_GEMMA3N_CONFIG', 'TINY_BUILDERS', 'BaseModel', 'embedded_gguf', 'resolve_base', 'load_base',
-           'merge_adapter', 'convert_to_gguf', 'quantize_gguf', 'base_gguf', 'build_gguf']
+__all__ = ['KERNELS', 'CPU_KERNELS', 'TINY_CONFIG', 'TINY_GEMMA3N_CONFIG', 'TINY_BUILDERS', 'pin_cpu_kernels', 'BaseModel',
+           'embedded_gguf', 'resolve_base', 'load_base', 'merge_adapter', 'convert_to_gguf', 'quantize_gguf',
+           'base_gguf', 'build_gguf']
+
+# %% ../nbs/03_models.ipynb #c003b
+KERNELS = "avx2"  # torch's own pick on most x86 CPUs
+
+def pin_cpu_kernels() -> str:
+    "Hold torch and MKL to their AVX2 kernels on a CPU that has AVX2, so that every such CPU computes the same bytes; the kernels torch uses."
+    if torch.cpu._is_avx2_supported():
+        os.environ["ATEN_CPU_CAPABILITY"] = KERNELS
+        os.environ["MKL_CBWR"] = KERNELS.upper()  # read by MKL at its first call
+    return torch.backends.cpu.get_cpu_capability()  # torch reads the variable once, at its first operation
+
+CPU_KERNELS = pin_cpu_kernels()
 
 # %% ../nbs/03_models.ipynb #c005
 @dataclass

@@ -341,7 +341,7 @@ def train_lora(base, train_rows: list[dict], val_rows: list[dict], params, out_d
     metrics = {"steps": step, "examples": len(train_ex), "dropped_too_long": dropped, "tokens": state["tokens"], "supervised_tokens": state["supervised_tokens"],
                "seconds": round(seconds, 1), "tokens_per_s": round(state["tokens"] / seconds, 1), "final_loss": round(history[-1]["loss"], 4),
                "val_loss_before": round(state["val_loss_before"], 4), "val_loss_after": round(val_after, 4),
-               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad), "precision": precision, "precision_requested": tp.precision,
+               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad), "precision": precision, "precision_requested": tp.precision, "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
                "backend": backend, "processes": world, "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0,
                "started_from": {"adapter_sha256": adapter_sha256(init_adapter), "step": start_step} if init_adapter else None}
     out_dir = Path(out_dir)
