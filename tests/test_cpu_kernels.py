@@ -20,7 +20,8 @@ from agent_loop.train import train_lora
 params, root = load_params(Path("params.yaml")), Path(".")
 tp = params.train
 tp.max_steps, tp.warmup_steps, tp.batch_size, tp.precision = 3, 1, 2, "fp32"
-rows = [r | {"tools": load_toolsets(["builtin"], root).schemas} for r in generate_seed_tasks(12, 5)]
+schemas = load_toolsets(["builtin"], root).schemas
+rows = [r | {"tools": schemas} for r in generate_seed_tasks(12, 5)]
 out = Path(tempfile.mkdtemp()) / "adapter"
 metrics = train_lora(resolve_base("tiny-random:gemma3", load_settings(root).path("cache")), rows, [], params, out, progress=False)["metrics"]
 print(json.dumps({"kernels": CPU_KERNELS, "recorded": metrics["cpu_kernels"],
